@@ -1,0 +1,210 @@
+"""End-to-end check of `templates/train.ipynb` in a real JupyterLab driven by headless Chromium.
+
+Opens the template, runs all cells, checks that medlab's config panel (`medlab.widgets.ConfigPanel`) renders
+with its controls, edits two controls (architecture, num_epochs), presses Run and waits for the run folder's
+`metrics.json` to show the edited number of epochs.
+
+Needs Debian's Chromium at /usr/bin/chromium and the Python `playwright` package (no `playwright install`):
+    apt-get update && apt-get install -y chromium
+    .venv/bin/pip install playwright
+The test is skipped with a reason when either is missing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path('/usr/bin/chromium')
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE = REPO / 'templates' / 'train.ipynb'
+CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+                 '--no-first-run', '--disable-sync', '--disable-dev-shm-usage']
+PANEL_LABELS = ['model.architecture', 'model.dimension', 'patch_size', 'num_epochs', 'learning_rate',
+                'batch_size', 'data_csv', 'output_dir']
+
+if not CHROMIUM.exists():
+    pytest.skip(f'{CHROMIUM} not found: install it with `apt-get update && apt-get install -y chromium`',
+                allow_module_level=True)
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:
+    pytest.skip('the `playwright` Python package is missing: `pip install playwright` '
+                '(no `playwright install`; the test uses /usr/bin/chromium)', allow_module_level=True)
+pytest.importorskip('jupyterlab', reason='jupyterlab is not installed in this Python')
+
+YAML = """\
+# a tiny 2D run for the browser test: paths resolve against this file's folder
+data_csv: ../data/data.csv
+output_dir: ../run
+seed: 0
+model: {dimension: 2, class_list: [0, 1, 2], base_filters: 8}
+patch_size: [32, 32]
+num_epochs: 2
+batch_size: 4
+q_samples_per_volume: 2
+"""
+
+# ---------------------------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+def _get_json(url: str, timeout: float = 5):
+    with urllib.request.urlopen(url, timeout=timeout) as r: return json.loads(r.read())
+
+def _wait(pred, timeout: float, what: str, every: float = 0.25):
+    "Poll `pred` until it returns something truthy; fail with `what` after `timeout` seconds."
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = pred()
+        if got: return got
+        time.sleep(every)
+    raise AssertionError(f'timed out after {timeout:.0f} s waiting for {what}')
+
+def _stop(proc: subprocess.Popen, base: str):
+    "Shut the kernels down through the API, then stop the server by its PID (its process group if it hangs)."
+    try:
+        for s in _get_json(f'{base}/api/sessions', timeout=3):
+            req = urllib.request.Request(f"{base}/api/sessions/{s['id']}", method='DELETE')
+            urllib.request.urlopen(req, timeout=10).close()
+    except Exception: pass
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try: proc.wait(timeout=15)
+        except subprocess.TimeoutExpired: pass
+    if proc.poll() is None:
+        try: os.killpg(proc.pid, signal.SIGKILL)   # the group this test started for the server (start_new_session)
+        except ProcessLookupError: pass
+        proc.wait(timeout=10)
+
+@pytest.fixture
+def lab(tmp_path):
+    "A fresh JupyterLab serving a folder with the template, a tiny config and sample data; yields (base_url, folder)."
+    import medlab
+    work = tmp_path / 'work'
+    (work / 'configs').mkdir(parents=True)
+    shutil.copy(TEMPLATE, work / 'train.ipynb')
+    (work / 'configs' / 'seg2d_sample.yaml').write_text(YAML)   # the template's default `config` path
+    medlab.make_sample_data(work / 'data', n_subjects=8, size=64)
+
+    home = tmp_path / 'jupyter'   # private config/data/runtime dirs: no user settings, workspaces or kernels leak in
+    settings = home / 'config' / 'lab' / 'user-settings' / '@jupyterlab' / 'apputils-extension'
+    settings.mkdir(parents=True)
+    (settings / 'notification.jupyterlab-settings').write_text(json.dumps({'fetchNews': 'false', 'checkForUpdates': False}))
+    env = {k: v for k, v in os.environ.items() if k not in ('MEDLAB_HEADLESS', 'JPY_SESSION_NAME')}
+    env.update(JUPYTER_CONFIG_DIR=str(home / 'config'), JUPYTER_DATA_DIR=str(home / 'data'),
+               JUPYTER_RUNTIME_DIR=str(home / 'runtime'), JUPYTERLAB_SETTINGS_DIR=str(home / 'config' / 'lab' / 'user-settings'),
+               JUPYTERLAB_WORKSPACES_DIR=str(home / 'config' / 'lab' / 'workspaces'), PYTHONUNBUFFERED='1')
+
+    port = _free_port()
+    base = f'http://127.0.0.1:{port}'
+    log = open(tmp_path / 'jupyterlab.log', 'w')
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'jupyterlab', '--ip=127.0.0.1', f'--port={port}', '--no-browser', '--allow-root',
+         '--IdentityProvider.token=', '--ServerApp.password=', '--ServerApp.disable_check_xsrf=True',
+         f'--ServerApp.root_dir={work}', '--ServerApp.port_retries=0'],
+        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def up():
+            if proc.poll() is not None:
+                raise AssertionError(f'JupyterLab exited with {proc.returncode}:\n' + (tmp_path / 'jupyterlab.log').read_text()[-3000:])
+            try: return _get_json(f'{base}/api/status', timeout=2)
+            except OSError: return None
+        _wait(up, 60, 'JupyterLab to answer /api/status')
+        yield base, work
+    finally:
+        _stop(proc, base)
+        log.close()
+
+# ---------------------------------------------------------------------------------------------------------------
+def _notebook_text(page) -> str:
+    "The notebook's outputs as text, for failure messages."
+    try: return page.locator('.jp-OutputArea').all_inner_texts().__repr__()[-4000:]
+    except Exception as e: return f'(could not read outputs: {e})'
+
+def _control(page, label: str):
+    "The widget box whose description label is exactly `label`."
+    return page.locator('.widget-inline-hbox').filter(
+        has=page.locator('label.widget-label', has_text=re.compile(rf'^\s*{re.escape(label)}\s*$')))
+
+def test_train_template_panel_in_jupyterlab(lab, tmp_path):
+    base, work = lab
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={'width': 1400, 'height': 1000})
+            page.set_default_timeout(30_000)
+            try:
+                page.goto(f'{base}/lab/tree/train.ipynb', wait_until='domcontentloaded', timeout=60_000)
+
+                # ready: the status bar shows an idle kernel, and the server has a connected idle kernel
+                expect(page.locator('#jp-main-statusbar')).to_contain_text('| Idle', timeout=60_000)
+                def kernel_ready():
+                    ss = _get_json(f'{base}/api/sessions')
+                    return ss and all(s['kernel']['execution_state'] == 'idle' and s['kernel']['connections'] > 0 for s in ss)
+                _wait(kernel_ready, 60, 'an idle, connected kernel in /api/sessions')
+
+                # Run > Run All Cells
+                page.locator('#jp-MainMenu .lm-MenuBar-item').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
+                page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
+
+                # the panel: a dropdown with both architectures, every control, and a Run button
+                arch = _control(page, 'model.architecture').locator('select')
+                try: expect(arch).to_be_visible(timeout=90_000)
+                except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+                options = arch.locator('option').all_inner_texts()
+                assert {'unet', 'resunet'} <= {o.strip() for o in options}, options
+                assert page.locator('.widget-dropdown select').count() >= 1
+                for label in PANEL_LABELS:
+                    expect(_control(page, label)).to_have_count(1)
+                epochs = _control(page, 'num_epochs').locator('input')
+                expect(epochs).to_have_value('2')
+                expect(_control(page, 'data_csv').locator('input')).to_have_value(re.compile(r'data/data\.csv$'))
+                run = page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$'))
+                expect(run).to_have_count(1)
+                assert not (work / 'run' / 'metrics.json').exists(), 'the panel must not train before Run is pressed'
+
+                # edit two controls, then press Run
+                arch.select_option('resunet')
+                epochs.fill('1')
+                epochs.press('Enter')
+                epochs.blur()
+                expect(epochs).to_have_value('1')
+                run.click()
+
+                metrics = work / 'run' / 'metrics.json'
+                def finished():
+                    if not metrics.exists(): return None
+                    try: return json.loads(metrics.read_text())
+                    except ValueError: return None
+                try: summary = _wait(finished, 120, f'{metrics} after pressing Run', every=0.5)
+                except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+                assert summary['epochs_run'] == 1, summary
+                assert Path(summary['output_dir']).resolve() == (work / 'run').resolve(), summary
+                import yaml
+                saved = yaml.safe_load((work / 'run' / 'config.yaml').read_text())
+                assert saved['num_epochs'] == 1, saved
+                assert saved['model']['architecture'] == 'resunet', saved['model']
+
+                # the panel's output area shows the result (summary and training curves), and no error message
+                expect(page.locator('.widget-output img')).to_have_count(1, timeout=60_000)
+                panel_message = page.locator('.widget-vbox .widget-html').first
+                assert 'color:#b00' not in (panel_message.inner_html() if panel_message.count() else '')
+            except Exception:
+                try: page.screenshot(path=str(tmp_path / 'failure.png'), full_page=True)
+                except Exception: pass
+                raise
+        finally:
+            browser.close()
