@@ -44,3 +44,12 @@ def test_dicom_series_folder_reads_as_a_volume():
     info = read_info(shared_data('dicom', 'dcm_qa_deident'))
     assert info.size == (256, 256, 196)
     assert info.spacing == pytest.approx((1.0547, 1.0547, 1.2), abs=1e-3)
+
+
+def test_png_radiograph_reads_as_2d():
+    from medlab.io import squeeze_to
+    png = shared_data('cxr', '00000001_000.png')
+    info = read_info(png)
+    assert info.size == (512, 512) and info.dimension == 2 and info.components == 1
+    arr = to_array(squeeze_to(read_image(png), 2))
+    assert arr.shape == (1, 512, 512) and arr.max() > arr.min()

@@ -77,3 +77,24 @@ def test_same_seed_same_logs(tmp_path):
     wa = load_checkpoint(tmp_path / 'a' / 'model_latest.pt')['model']
     wb = load_checkpoint(tmp_path / 'b' / 'model_latest.pt')['model']
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_early_stopping_and_explicit_split_files(tmp_path):
+    "With nothing to learn (lr tiny) `patience` stops the run; split files are used as given."
+    csv = medlab.make_sample_data(tmp_path / 'data', n_subjects=6, size=32)
+    df = pd.read_csv(csv)
+    df.iloc[:4].to_csv(csv.parent / 'train.csv', index=False)
+    df.iloc[4:5].to_csv(csv.parent / 'val.csv', index=False)
+    df.iloc[5:].to_csv(csv.parent / 'test.csv', index=False)
+    cfg = medlab.MedlabConfig(
+        data_csv={'training': str(csv.parent / 'train.csv'), 'validation': str(csv.parent / 'val.csv'),
+                  'testing': str(csv.parent / 'test.csv')},
+        output_dir=str(tmp_path / 'run'), patch_size=[32, 32], num_epochs=10, patience=2, learning_rate=1e-12,
+        batch_size=4, q_samples_per_volume=1, model={'class_list': [0, 1, 2], 'base_filters': 4})
+    result = medlab.train(cfg)
+    assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 1
+    split = pd.read_csv(tmp_path / 'run' / 'split.csv')
+    assert split.groupby('split').SubjectID.apply(list).to_dict() == {
+        'training': ['sub000', 'sub001', 'sub002', 'sub003'], 'validation': ['sub004'], 'testing': ['sub005']}
+    assert result.testing is not None and 0 <= result.testing['dice'] <= 1
+    assert (tmp_path / 'run' / 'predictions' / 'testing' / 'sub005_prediction.nii.gz').is_file()
