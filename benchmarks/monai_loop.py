@@ -1,0 +1,141 @@
+"""The plain MONAI training loop an expert writes by hand: the benchmark's reference for medlab.
+
+It reads the training settings from the same medlab YAML the medlab run uses (data_csv, patch_size,
+batch_size, learning_rate, num_epochs, q_samples_per_volume, q_max_length, model.base_filters,
+model.dimension, model.norm_type, seed) and writes into `--out`:
+
+- `log.jsonl`: one JSON object per line; `{"event": "start"}` when the script starts running Python,
+  `{"event": "first_step"}` right before the first forward pass, then one `{"event": "epoch", ...}`
+  per epoch with train/validation seconds, the loss, its own foreground Dice and `t` (time.time()
+  when the epoch's predictions were written);
+- `predictions/epoch_<N>/<SubjectID>_prediction.nii.gz`: argmax masks of the validation subjects.
+
+What it does: BasicUNet with features (f, f, 2f, 4f, 8f, f) and the configured norm, Dice loss
+(softmax, one-hot labels), Adam at constant lr, uniform random crops (`q_samples_per_volume` per
+volume) from images read lazily with SimpleITK each epoch, shuffled through a `q_max_length` buffer,
+and sliding-window validation (no overlap) on whole images with foreground Dice of argmax masks.
+MONAI has no SimpleITK reader (and nibabel/itk are not installed), so the reading is a small function.
+
+    python benchmarks/monai_loop.py --config CFG.yaml --out OUT
+"""
+from __future__ import annotations
+
+import time
+
+T_START = time.time()  # before the heavy imports: start-up includes them
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+import torch
+import yaml
+from monai.data import DataLoader, PatchDataset, ShuffleBuffer
+from monai.inferers import sliding_window_inference
+from monai.losses import DiceLoss
+from monai.metrics import DiceMetric
+from monai.networks.nets import BasicUNet
+from monai.transforms import Compose, RandSpatialCropSamplesd, SpatialPadd
+from monai.utils import set_determinism
+
+
+def read(path: str, dim: int) -> tuple[np.ndarray, sitk.Image]:
+    "Channel-first (1, x, y[, z]) float32 array of an image file, and the image (for its geometry)."
+    img = sitk.ReadImage(path)
+    arr = sitk.GetArrayFromImage(img).astype(np.float32)
+    arr = arr.reshape(arr.shape[-dim:]) if arr.ndim > dim else arr
+    return np.ascontiguousarray(arr.T)[None], img
+
+
+def load(row: dict, dim: int) -> dict:
+    return {'image': read(row['Channel_0'], dim)[0], 'label': read(row['Label'], dim)[0]}
+
+
+def resolve(csv_path: Path) -> list[dict]:
+    "Rows of a split CSV with paths made absolute (relative paths are relative to the CSV)."
+    df = pd.read_csv(csv_path)
+    for col in ('Channel_0', 'Label'):
+        df[col] = [str(p) if Path(p).is_absolute() else str((csv_path.parent / p).resolve()) for p in df[col]]
+    return df.to_dict('records')
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument('--config', required=True)
+    p.add_argument('--out', required=True)
+    a = p.parse_args()
+    cfg_path = Path(a.config).resolve()
+    cfg = yaml.safe_load(cfg_path.read_text())
+    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
+    logf = open(out / 'log.jsonl', 'w', buffering=1)
+    log = lambda **kw: logf.write(json.dumps(kw) + '\n')
+    log(event='start', t=T_START, t_imported=time.time())
+
+    m, dim = cfg['model'], cfg['model']['dimension']
+    patch = tuple(cfg['patch_size'][:dim])
+    bs, spv, qlen, epochs = cfg['batch_size'], cfg['q_samples_per_volume'], cfg['q_max_length'], cfg['num_epochs']
+    seed = cfg.get('seed', 0)
+    csv = {k: (cfg_path.parent / v).resolve() for k, v in cfg['data_csv'].items()}
+    train_rows, val_rows = resolve(csv['training']), resolve(csv['validation'])
+    set_determinism(seed)
+
+    f = m.get('base_filters', 16)
+    norm = {'instance': ('instance', {'affine': True}), 'batch': 'batch', 'none': None}[m.get('norm_type', 'instance')]
+    net = BasicUNet(spatial_dims=dim, in_channels=1, out_channels=len(m['class_list']),
+                    features=(f, f, 2 * f, 4 * f, 8 * f, f), norm=norm)
+    loss_fn = DiceLoss(to_onehot_y=True, softmax=True)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg['learning_rate'])
+    dice = DiceMetric(include_background=False, reduction='mean')
+    n_classes = len(m['class_list'])
+
+    keys = ['image', 'label']
+    sampler = Compose([lambda row: load(row, dim), SpatialPadd(keys, spatial_size=patch),
+                       RandSpatialCropSamplesd(keys, roi_size=patch, num_samples=spv, random_size=False)])
+    first_step = True
+    for epoch in range(1, epochs + 1):
+        # -- training: lazily read volumes, spv random crops each, shuffled through a bounded buffer
+        net.train()
+        t0, losses = time.perf_counter(), []
+        order = np.random.default_rng([seed, epoch]).permutation(len(train_rows))
+        sampler.set_random_state(seed=seed + epoch)
+        patches = PatchDataset([train_rows[i] for i in order], sampler, spv)
+        loader = DataLoader(ShuffleBuffer(patches, buffer_size=qlen, seed=seed + epoch), batch_size=bs, num_workers=0)
+        for batch in loader:
+            if first_step:
+                log(event='first_step', t=time.time()); first_step = False
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(batch['image']), batch['label'])
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        train_s = time.perf_counter() - t0
+
+        # -- validation: sliding window over whole images, foreground Dice of argmax masks
+        net.eval()
+        t0 = time.perf_counter()
+        pred_dir = out / 'predictions' / f'epoch_{epoch}'; pred_dir.mkdir(parents=True, exist_ok=True)
+        with torch.no_grad():
+            for row in val_rows:
+                image, ref = read(row['Channel_0'], dim)
+                label = torch.as_tensor(read(row['Label'], dim)[0]).long()[None]
+                logits = sliding_window_inference(torch.as_tensor(image)[None], patch, bs, net, overlap=0)
+                pred = logits.argmax(1, keepdim=True)
+                dice(torch.nn.functional.one_hot(pred[:, 0], n_classes).movedim(-1, 1),
+                     torch.nn.functional.one_hot(label[:, 0], n_classes).movedim(-1, 1))
+                mask = sitk.GetImageFromArray(np.ascontiguousarray(pred[0, 0].numpy().astype(np.int16).T))
+                mask.CopyInformation(ref)
+                sitk.WriteImage(mask, str(pred_dir / f"{row['SubjectID']}_prediction.nii.gz"), useCompression=True)
+        val_dice = float(dice.aggregate()); dice.reset()
+        val_s = time.perf_counter() - t0
+        log(event='epoch', epoch=epoch, loss=float(np.mean(losses)), dice=val_dice,
+            train_seconds=train_s, val_seconds=val_s, t=time.time())
+        print(f'epoch {epoch}: loss {np.mean(losses):.4f} val dice {val_dice:.4f} train {train_s:.1f}s val {val_s:.1f}s', flush=True)
+    torch.save(net.state_dict(), out / 'model_last.pt')
+    log(event='end', t=time.time())
+
+
+if __name__ == '__main__':
+    main()
