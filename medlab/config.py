@@ -41,7 +41,7 @@ class ModelConfig(Strict):
     dimension: Literal[2, 3] = 2  # 2D or 3D images
     architecture: Annotated[str, registered('models', 'ARCHITECTURES')] = 'unet'  # name in `medlab.models.ARCHITECTURES`
     num_channels: int = Field(1, ge=1)  # input channels: Channel_0.. columns (RGB files count 3)
-    class_list: list[int] = Field(default_factory=lambda: [0, 1], min_length=2)  # mask values, background first
+    class_list: list[int] = Field(default_factory=lambda: [0, 1])  # mask values (background first) or class values; [] for regression
     base_filters: int = Field(16, ge=1)  # filters of the first level; doubled at each level down
     final_layer: Literal['softmax', 'sigmoid', 'none'] = 'softmax'  # activation that turns logits into probabilities
     norm_type: Literal['batch', 'instance', 'none'] = 'instance'  # normalisation layers

@@ -18,7 +18,8 @@ from .io import geometry_differences, read_image, read_info, squeeze_info, to_ar
 from .utils import closest
 
 # %% auto #0
-__all__ = ['Subject', 'DataError', 'read_manifest', 'check_subjects', 'split_subjects', 'load_split', 'split_table']
+__all__ = ['TASKS', 'Subject', 'DataError', 'read_manifest', 'check_subjects', 'infer_task', 'task_problems', 'split_subjects',
+           'load_split', 'split_table']
 
 # %% ../nbs/09_data.ipynb #861e0a61
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def read_manifest(csv: str | Path) -> list[Subject]:
     return subjects
 
 # %% ../nbs/09_data.ipynb #f26e6a4e
-def _subject_problems(s: Subject, model: ModelConfig) -> list[str]:
+def _subject_problems(s: Subject, model: ModelConfig, task: str = 'segmentation') -> list[str]:
     "Every problem with one subject's files, as lines that name the row and the file."
     where = f'line {s.row} ({s.subject_id})'
     problems, infos = [], []
@@ -109,6 +110,9 @@ def _subject_problems(s: Subject, model: ModelConfig) -> list[str]:
     for name, path, info in infos[1:]:
         diffs = geometry_differences(ref, info)
         if diffs: problems.append(f"{where}: {name} lies on another grid than {ref_name}: {'; '.join(diffs)} (resample it onto {ref_name}'s grid)")
+    if s.value is not None and task == 'classification' and s.value not in model.class_list:
+        problems.append(f'{where}: ValueToPredict {s.value:g} is not in model.class_list {model.class_list}')
+    if s.value is not None and not np.isfinite(s.value): problems.append(f'{where}: ValueToPredict is {s.value}')
     for name, path, info in infos:
         if name == 'Label':
             values = np.unique(to_array(read_image(path), np.float64))
@@ -120,14 +124,45 @@ def _subject_problems(s: Subject, model: ModelConfig) -> list[str]:
                 problems.append(f'{where}: {name} holds {int((~np.isfinite(arr)).sum())} NaN or infinite values: {path}')
     return problems
 
-def check_subjects(subjects: list[Subject], model: ModelConfig, source: str = 'data', workers: int = 4):
+def check_subjects(subjects: list[Subject], model: ModelConfig, source: str = 'data', workers: int = 4,
+                   task: str = 'segmentation'):
     "Raise a `DataError` listing every problem of every subject, or return quietly."
     with ThreadPoolExecutor(workers) as pool:
         ordered = sorted(subjects, key=lambda s: (s.csv, s.row))
-        problems = [p for ps in pool.map(lambda s: _subject_problems(s, model), ordered) for p in ps]
+        problems = [p for ps in pool.map(lambda s: _subject_problems(s, model, task), ordered) for p in ps]
     if problems: raise DataError(source, problems)
 
 # %% ../nbs/09_data.ipynb #31d9f40e
+TASKS = ('segmentation', 'classification', 'regression')
+
+def infer_task(subjects: list[Subject], cfg: MedlabConfig) -> str:
+    "'segmentation', 'classification' or 'regression', from the manifest and the loss."
+    if subjects and subjects[0].label: return 'segmentation'
+    from medlab.losses import LOSSES
+    return 'regression' if LOSSES[cfg.loss_function].tasks == {'regression'} else 'classification'
+
+def task_problems(cfg: MedlabConfig, task: str) -> list[str]:
+    "Keys of `cfg` that do not serve `task`, each with the names that would."
+    from medlab.losses import LOSSES
+    from medlab.metrics import METRICS
+    from medlab.models import ARCHITECTURES
+    problems = []
+    arch_task = 'segmentation' if task == 'segmentation' else 'image'
+    if ARCHITECTURES[cfg.model.architecture].task != arch_task:
+        fit = sorted(n for n, a in ARCHITECTURES.items() if a.task == arch_task)
+        problems.append(f"model.architecture: '{cfg.model.architecture}' is not a {task} network; use one of {', '.join(fit)}")
+    if task not in LOSSES[cfg.loss_function].tasks:
+        fit = sorted(n for n, b in LOSSES.items() if task in b.tasks)
+        problems.append(f"loss_function: '{cfg.loss_function}' is not a {task} loss; use one of {', '.join(fit)}")
+    wrong = [m for m in cfg.metrics if task not in METRICS[m].tasks]
+    if wrong:
+        fit = sorted(n for n, b in METRICS.items() if task in b.tasks)
+        problems.append(f"metrics: {', '.join(wrong)} cannot score {task}; use some of {', '.join(fit)}")
+    if task != 'regression' and len(cfg.model.class_list) < 2:
+        problems.append(f'model.class_list: {task} needs at least two classes, got {cfg.model.class_list}')
+    return problems
+
+# %% ../nbs/09_data.ipynb #cb88e887
 def split_subjects(subjects: list[Subject], cfg: MedlabConfig) -> dict[str, list[Subject]]:
     "Seeded split of one manifest into training, validation and (optionally) testing subjects."
     order = np.random.default_rng(cfg.seed).permutation(len(subjects))
@@ -152,12 +187,15 @@ def load_split(cfg: MedlabConfig, check: bool = True) -> dict[str, list[Subject]
     else: split = split_subjects(read_manifest(cfg.data_csv), cfg)
     if check:
         everyone = [s for subs in split.values() for s in subs]
-        if everyone and everyone[0].label is None:
-            raise DataError(everyone[0].csv, ["segmentation needs a 'Label' column of mask paths"])
-        check_subjects(everyone, cfg.model, source=str(cfg.data_csv if isinstance(cfg.data_csv, str) else 'data_csv'))
+        task = infer_task(everyone, cfg)
+        if problems := task_problems(cfg, task):
+            from medlab.config import ConfigError
+            raise ConfigError(f'config (the data is for {task})', problems)
+        check_subjects(everyone, cfg.model, source=str(cfg.data_csv if isinstance(cfg.data_csv, str) else 'data_csv'), task=task)
     return split
 
 def split_table(split: dict[str, list[Subject]]) -> pd.DataFrame:
     "The split as a table: SubjectID, split, and the subject's files."
     return pd.DataFrame([{'SubjectID': s.subject_id, 'split': k, **{f'Channel_{i}': c for i, c in enumerate(s.channels)},
-                          'Label': s.label} for k, subs in split.items() for s in subs])
+                          **({'Label': s.label} if s.label else {'ValueToPredict': s.value})}
+                         for k, subs in split.items() for s in subs])

@@ -9,6 +9,8 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from .utils import import_monai
+import_monai()  # before any MONAI import: skips a slow optional dependency (see utils)
 from monai.data import DataLoader, PatchDataset, ShuffleBuffer
 from monai.transforms import Compose, RandCropByPosNegLabeld, RandSpatialCropSamplesd, SpatialPadd
 
@@ -23,8 +25,8 @@ __all__ = ['SubjectReader', 'patch_sampler', 'PatchQueue']
 # %% ../nbs/10_loader.ipynb #6ac20990
 class SubjectReader:
     "Callable that reads and pre-processes a subject; caches volumes when `in_memory`."
-    def __init__(self, cfg: MedlabConfig):
-        self.dimension = cfg.model.dimension
+    def __init__(self, cfg: MedlabConfig, task: str = 'segmentation'):
+        self.dimension, self.task = cfg.model.dimension, task
         self.preprocess = build_preprocessing(cfg.data_preprocessing)
         self.lut = {v: i for i, v in enumerate(cfg.model.class_list)}
         if cfg.in_memory: self.read = lru_cache(maxsize=None)(self.read)
@@ -38,6 +40,9 @@ class SubjectReader:
             label = np.zeros_like(raw)
             for value, index in self.lut.items(): label[raw == value] = index
             out['label'] = label
+        elif subject.value is not None:
+            value = subject.value if self.task == 'regression' else self.lut[int(subject.value)]
+            out['label'] = np.array([value], np.float32 if self.task == 'regression' else np.int64)
         out = self.preprocess(out)
         out['image'] = np.asarray(out['image'], dtype=np.float32)
         return out
@@ -45,10 +50,11 @@ class SubjectReader:
     def __call__(self, subject: Subject) -> dict: return self.read(subject)
 
 # %% ../nbs/10_loader.ipynb #f3251c63
-def patch_sampler(cfg: MedlabConfig) -> Compose:
+def patch_sampler(cfg: MedlabConfig, task: str = 'segmentation') -> Compose:
     "Pads a subject to at least one patch and draws `q_samples_per_volume` patches from it."
-    keys, size, n = ['image', 'label'], cfg.spatial_patch_size, cfg.q_samples_per_volume
-    if cfg.patch_sampler == 'label':  # half the patches centred on foreground, as GaNDLF's label sampler
+    size, n = cfg.spatial_patch_size, cfg.q_samples_per_volume
+    keys = ['image', 'label'] if task == 'segmentation' else ['image']
+    if cfg.patch_sampler == 'label' and task == 'segmentation':  # half the patches centred on foreground, as GaNDLF's label sampler
         crop = RandCropByPosNegLabeld(keys, label_key='label', spatial_size=size, pos=1, neg=1, num_samples=n)
     else: crop = RandSpatialCropSamplesd(keys, roi_size=size, num_samples=n, random_size=False)
     return Compose([SpatialPadd(keys, spatial_size=size), crop])
@@ -58,15 +64,18 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 class PatchQueue:
     "Seeded training batches of patches from lazily read subjects, rebuilt each epoch."
-    def __init__(self, subjects: list[Subject], cfg: MedlabConfig, reader: SubjectReader | None = None):
-        self.subjects, self.cfg = subjects, cfg
-        self.reader = reader or SubjectReader(cfg)
-        self.sampler = patch_sampler(cfg)
-        self.augment = build_augmentation(cfg.augmentations, cfg.model.dimension, cfg.spatial_patch_size)
+    def __init__(self, subjects: list[Subject], cfg: MedlabConfig, reader: SubjectReader | None = None,
+                 task: str = 'segmentation'):
+        self.subjects, self.cfg, self.task = subjects, cfg, task
+        self.reader = reader or SubjectReader(cfg, task)
+        self.sampler = patch_sampler(cfg, task)
+        keys = ('image', 'label') if task == 'segmentation' else ('image',)
+        self.augment = build_augmentation(cfg.augmentations, cfg.model.dimension, cfg.spatial_patch_size, keys)
 
     def _to_tensors(self, patch: dict) -> dict:
+        label = torch.as_tensor(np.asarray(patch['label']))
         return {'image': torch.as_tensor(np.asarray(patch['image']), dtype=torch.float32),
-                'label': torch.as_tensor(np.asarray(patch['label'])).long()}
+                'label': label.float() if self.task == 'regression' else label.long()}
 
     def epoch(self, epoch: int) -> DataLoader:
         "The batches of `epoch`: subjects in a seeded order, patches shuffled through the queue."

@@ -6,12 +6,18 @@
 from __future__ import annotations
 
 import torch
+from .utils import import_monai
+import_monai()  # before any MONAI import: skips a slow optional dependency (see utils)
 from monai.metrics import DiceMetric, HausdorffDistanceMetric, MeanIoU
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
+from .losses import serves
 from .utils import Registry
 
 # %% auto #0
-__all__ = ['METRICS', 'CumulativeScore', 'dice', 'dice_per_label', 'iou', 'hd95', 'build_metrics']
+__all__ = ['METRICS', 'CumulativeScore', 'TorchmetricsScore', 'dice', 'dice_per_label', 'iou', 'hd95', 'accuracy',
+           'balanced_accuracy', 'f1', 'mse', 'mae', 'build_metrics']
 
 # %% ../nbs/06_metrics.ipynb #66c8017a
 class CumulativeScore:
@@ -32,27 +38,66 @@ class CumulativeScore:
 
     def reset(self): self.metric.reset()
 
+class TorchmetricsScore(CumulativeScore):
+    "A torchmetrics metric behind the same `update / aggregate / reset` as the MONAI ones."
+    def update(self, pred: torch.Tensor, target: torch.Tensor): self.metric.update(pred.cpu(), target.cpu())
+    def aggregate(self) -> dict[str, float]: return {self.names[0]: float(self.metric.compute())}
+
 METRICS = Registry('metric')
 
 @METRICS.register('dice')
+@serves('segmentation')
 def dice(class_list: list[int]) -> CumulativeScore:
     "Mean Dice of the foreground classes."
     return CumulativeScore(DiceMetric(include_background=False, reduction='mean'), ['dice'])
 
 @METRICS.register('dice_per_label')
+@serves('segmentation')
 def dice_per_label(class_list: list[int]) -> CumulativeScore:
     "Dice of each foreground class, as `dice_<value>`."
     return CumulativeScore(DiceMetric(include_background=False, reduction='mean_batch'), [f'dice_{c}' for c in class_list[1:]])
 
 @METRICS.register('iou')
+@serves('segmentation')
 def iou(class_list: list[int]) -> CumulativeScore:
     "Mean intersection over union of the foreground classes."
     return CumulativeScore(MeanIoU(include_background=False, reduction='mean'), ['iou'])
 
 @METRICS.register('hd95')
+@serves('segmentation')
 def hd95(class_list: list[int]) -> CumulativeScore:
     "95th percentile Hausdorff distance of the foreground classes, in voxels (lower is better)."
     return CumulativeScore(HausdorffDistanceMetric(include_background=False, percentile=95, reduction='mean'), ['hd95'], higher_is_better=False)
+
+@METRICS.register('accuracy')
+@serves('classification')
+def accuracy(class_list: list[int]) -> CumulativeScore:
+    "Fraction of images whose class is right."
+    return TorchmetricsScore(MulticlassAccuracy(len(class_list), average='micro'), ['accuracy'])
+
+@METRICS.register('balanced_accuracy')
+@serves('classification')
+def balanced_accuracy(class_list: list[int]) -> CumulativeScore:
+    "Mean over classes of the fraction of that class's images found (mean recall)."
+    return TorchmetricsScore(MulticlassAccuracy(len(class_list), average='macro'), ['balanced_accuracy'])
+
+@METRICS.register('f1')
+@serves('classification')
+def f1(class_list: list[int]) -> CumulativeScore:
+    "Mean F1 score over classes."
+    return TorchmetricsScore(MulticlassF1Score(len(class_list), average='macro'), ['f1'])
+
+@METRICS.register('mse')
+@serves('regression')
+def mse(class_list: list[int]) -> CumulativeScore:
+    "Mean squared error (lower is better)."
+    return TorchmetricsScore(MeanSquaredError(), ['mse'], higher_is_better=False)
+
+@METRICS.register('mae')
+@serves('regression')
+def mae(class_list: list[int]) -> CumulativeScore:
+    "Mean absolute error (lower is better)."
+    return TorchmetricsScore(MeanAbsoluteError(), ['mae'], higher_is_better=False)
 
 def build_metrics(names: list[str], class_list: list[int]) -> list[CumulativeScore]:
     "The metrics named in `names` for masks with classes `class_list`."

@@ -9,20 +9,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from monai.networks.nets import BasicUNet, UNet
+from .utils import import_monai
+import_monai()  # before any MONAI import: skips a slow optional dependency (see utils)
+from monai.networks.blocks import Convolution
+from monai.networks.layers.factories import Pool
+from monai.networks.nets import BasicUNet, DenseNet, ResNet, UNet
 
 from .config import ModelConfig
 from .utils import Registry
 
 # %% auto #0
-__all__ = ['ARCHITECTURES', 'Architecture', 'build_model', 'count_parameters', 'check_patch_size', 'activation']
+__all__ = ['ARCHITECTURES', 'Architecture', 'VGG', 'build_model', 'count_parameters', 'check_patch_size', 'activation']
 
 # %% ../nbs/04_models.ipynb #3690bc1d
 @dataclass(frozen=True)
 class Architecture:
-    "A network builder and the multiple that each side of a patch must be of (one halving per level)."
-    build: Callable[[ModelConfig], torch.nn.Module]
+    "A network builder, the multiple each side of a patch must be of, and the task it serves."
+    build: Callable[[ModelConfig, int], torch.nn.Module]  # (model config, number of outputs) -> network
     patch_multiple: int
+    task: str = 'segmentation'  # or 'image': one output vector per image (classification, regression)
 
 ARCHITECTURES = Registry('architecture')
 
@@ -30,24 +35,54 @@ def _norm(norm_type: str):
     "MONAI's norm argument for `model.norm_type`."
     return {'batch': 'batch', 'instance': ('instance', {'affine': True}), 'none': None}[norm_type]
 
-def _unet(cfg: ModelConfig) -> torch.nn.Module:
+def _unet(cfg: ModelConfig, outputs: int) -> torch.nn.Module:
     f = cfg.base_filters
-    return BasicUNet(spatial_dims=cfg.dimension, in_channels=cfg.num_channels, out_channels=len(cfg.class_list),
+    return BasicUNet(spatial_dims=cfg.dimension, in_channels=cfg.num_channels, out_channels=outputs,
                      features=(f, f, 2 * f, 4 * f, 8 * f, f), norm=_norm(cfg.norm_type))
 
-def _resunet(cfg: ModelConfig) -> torch.nn.Module:
+def _resunet(cfg: ModelConfig, outputs: int) -> torch.nn.Module:
     f = cfg.base_filters
-    return UNet(spatial_dims=cfg.dimension, in_channels=cfg.num_channels, out_channels=len(cfg.class_list),
+    return UNet(spatial_dims=cfg.dimension, in_channels=cfg.num_channels, out_channels=outputs,
                 channels=(f, 2 * f, 4 * f, 8 * f, 16 * f), strides=(2, 2, 2, 2), num_res_units=2,
                 norm=_norm(cfg.norm_type))
 
+def _densenet121(cfg: ModelConfig, outputs: int) -> torch.nn.Module:
+    f = cfg.base_filters  # 16 gives torchvision's sizes: 64 initial features, growth 32
+    return DenseNet(spatial_dims=cfg.dimension, in_channels=cfg.num_channels, out_channels=outputs,
+                    init_features=4 * f, growth_rate=2 * f, norm=_norm(cfg.norm_type) or 'batch')
+
+def _resnet18(cfg: ModelConfig, outputs: int) -> torch.nn.Module:
+    f = 4 * cfg.base_filters
+    return ResNet('basic', [2, 2, 2, 2], [f, 2 * f, 4 * f, 8 * f], spatial_dims=cfg.dimension,
+                  n_input_channels=cfg.num_channels, num_classes=outputs, norm=_norm(cfg.norm_type) or 'batch')
+
+class VGG(torch.nn.Sequential):
+    "VGG in 2D or 3D: blocks of 3x3 convolutions with norm and ReLU, each block halving the image; then pooled features and a linear head."
+    def __init__(self, dimension: int, in_channels: int, outputs: int, blocks: list[list[int]], norm):
+        layers, c = [], in_channels
+        for block in blocks:
+            for width in block:
+                layers.append(Convolution(dimension, c, width, kernel_size=3, act='relu', norm=norm, adn_ordering='NA'))
+                c = width
+            layers.append(Pool['max', dimension](kernel_size=2))
+        layers += [Pool['adaptiveavg', dimension](1), torch.nn.Flatten(), torch.nn.Dropout(0.2), torch.nn.Linear(c, outputs)]
+        super().__init__(*layers)
+
+def _vgg11(cfg: ModelConfig, outputs: int) -> torch.nn.Module:
+    f = cfg.base_filters  # 64 gives the original widths
+    return VGG(cfg.dimension, cfg.num_channels, outputs,
+               [[f], [2 * f], [4 * f, 4 * f], [8 * f, 8 * f], [8 * f, 8 * f]], _norm(cfg.norm_type))
+
 ARCHITECTURES['unet'] = Architecture(_unet, 16)
 ARCHITECTURES['resunet'] = Architecture(_resunet, 16)
+ARCHITECTURES['densenet121'] = Architecture(_densenet121, 32, 'image')
+ARCHITECTURES['resnet18'] = Architecture(_resnet18, 32, 'image')
+ARCHITECTURES['vgg11'] = Architecture(_vgg11, 32, 'image')
 
 # %% ../nbs/04_models.ipynb #c6232f65
-def build_model(cfg: ModelConfig) -> torch.nn.Module:
-    "The network named by `cfg.architecture`, sized by the rest of `cfg`."
-    net = ARCHITECTURES[cfg.architecture].build(cfg)
+def build_model(cfg: ModelConfig, outputs: int | None = None) -> torch.nn.Module:
+    "The network named by `cfg.architecture` with `outputs` logits (one per class when None)."
+    net = ARCHITECTURES[cfg.architecture].build(cfg, outputs or len(cfg.class_list))
     if cfg.print_summary:
         print(net)
         print(f'{cfg.architecture}: {count_parameters(net):,} trainable parameters')

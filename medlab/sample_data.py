@@ -20,15 +20,17 @@ __all__ = ['blob_subject', 'make_sample_data']
 def blob_subject(shape: tuple[int, ...],        # voxels along x, y (, z)
                  rng: np.random.Generator,
                  num_channels: int = 1,          # channel 1.. show the same blobs with another contrast
-                 noise: float = 0.25             # standard deviation of the Gaussian noise
+                 noise: float = 0.25,            # standard deviation of the Gaussian noise
+                 blobs: tuple[int, int] | None = None  # blobs of class 1 and 2; 2-4 of each when None
                 ) -> tuple[np.ndarray, np.ndarray]:
     "One subject: a (C, *shape) float32 image and a (*shape) uint8 mask with classes 0, 1, 2."
     grids = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing='ij')
     slope = rng.uniform(-0.8, 0.8, len(shape))
     background = sum(a * g for a, g in zip(slope, grids)) + 0.3 * np.sin(3 * grids[0] + rng.uniform(0, 6))
     mask = np.zeros(shape, np.uint8)
-    for label in (1, 2):
-        for _ in range(rng.integers(2, 5)):
+    counts = blobs or tuple(rng.integers(2, 5, 2))
+    for label, count in zip((1, 2), counts):
+        for _ in range(count):
             centre = rng.uniform(-0.7, 0.7, len(shape))
             radii = rng.uniform(0.1, 0.25, len(shape))
             inside = sum(((g - c) / r) ** 2 for g, c, r in zip(grids, centre, radii)) <= 1
@@ -45,9 +47,10 @@ def make_sample_data(folder: str | Path,      # where to write the images, masks
                      n_subjects: int = 24,
                      size: int | None = None,  # voxels per side; 96 in 2D, 48 in 3D when None
                      num_channels: int = 1,
-                     seed: int = 0
+                     seed: int = 0,
+                     task: str = 'segmentation'  # or 'classification' (one blob vs three to five), 'regression' (blob count)
                     ) -> Path:
-    "Write a blob segmentation dataset and its manifest; returns the CSV's path."
+    "Write a blob dataset and its manifest; returns the CSV's path."
     folder = Path(folder)
     (folder / 'images').mkdir(parents=True, exist_ok=True)
     size = size or (96 if dimension == 2 else 48)
@@ -55,7 +58,8 @@ def make_sample_data(folder: str | Path,      # where to write the images, masks
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n_subjects):
-        image, mask = blob_subject(shape, rng, num_channels)
+        count = None if task == 'segmentation' else (1 if i % 2 == 0 else int(rng.integers(3, 6)))
+        image, mask = blob_subject(shape, rng, num_channels, blobs=None if count is None else (count, 0))
         reference = to_image(mask)
         reference.SetSpacing((0.8,) * dimension)  # a real-looking grid, so tests see geometry carried through
         reference.SetOrigin((-40.0,) * dimension)
@@ -64,8 +68,10 @@ def make_sample_data(folder: str | Path,      # where to write the images, masks
         for c in range(num_channels):
             write_image(image[c], folder / 'images' / f'{sid}_ch{c}.nii.gz', reference)
             row[f'Channel_{c}'] = f'images/{sid}_ch{c}.nii.gz'
-        write_image(mask, folder / 'images' / f'{sid}_mask.nii.gz', reference)
-        row['Label'] = f'images/{sid}_mask.nii.gz'
+        if task == 'segmentation':
+            write_image(mask, folder / 'images' / f'{sid}_mask.nii.gz', reference)
+            row['Label'] = f'images/{sid}_mask.nii.gz'
+        else: row['ValueToPredict'] = int(count > 1) if task == 'classification' else count
         rows.append(row)
     csv = folder / 'data.csv'
     write_text_atomic(csv, pd.DataFrame(rows).to_csv(index=False))

@@ -13,12 +13,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from .utils import import_monai
+import_monai()  # before any MONAI import: skips a slow optional dependency (see utils)
 from monai.data import get_track_meta, set_track_meta
 from monai.inferers import sliding_window_inference
+from monai.transforms import ResizeWithPadOrCrop
 
 import medlab
 from .config import MedlabConfig, config_from_dict, save_config
-from .data import Subject, load_split, split_table
+from .data import Subject, infer_task, load_split, split_table
 from .io import read_image, squeeze_to, write_image
 from .loader import PatchQueue, SubjectReader, _epoch_seed
 from .losses import build_loss
@@ -30,7 +33,7 @@ from .utils import atomic_path, is_interactive, seed_everything, write_json_atom
 
 # %% auto #0
 __all__ = ['save_checkpoint', 'load_checkpoint', 'pick_device', 'progress_bar', 'TrainResult', 'resume_conflicts', 'Trainer',
-           'plot_curves', 'train']
+           'ImageTrainer', 'plot_curves', 'train']
 
 # %% ../nbs/11_training.ipynb #b33ec049
 def save_checkpoint(path: Path, **state):
@@ -66,6 +69,8 @@ class TrainResult:
     testing: dict | None = None                      # best model on the test split, when there is one
     epochs_run: int = 0
     stopped_early: bool = False
+    task: str = 'segmentation'
+    first_step_time: float | None = None             # time.time() of this session's first training step
     medlab_version: str = medlab.__version__
 
     def summary(self) -> dict:
@@ -84,18 +89,21 @@ def resume_conflicts(cfg: MedlabConfig) -> list[str]:
 
 class Trainer:
     "Trains `cfg` on a split, one named step at a time."
+    task = 'segmentation'
+
     def __init__(self, cfg: MedlabConfig, split: dict[str, list[Subject]], device: torch.device | None = None):
         self.cfg, self.split = cfg, split
         self.out = Path(cfg.output_dir)
         self.device = device or pick_device(cfg.accelerator)
         seed_everything(cfg.seed)
-        self.model = build_model(cfg.model).to(self.device)
+        self.model = build_model(cfg.model, 1 if self.task == 'regression' else None).to(self.device)
         self.loss_fn = build_loss(cfg.loss_function, cfg.model.final_layer)
         self.probabilities = activation(cfg.model.final_layer)
         self.optimizer = build_optimizer(self.model.parameters(), cfg.learning_rate, cfg.optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg.scheduler, cfg.num_epochs)
-        self.reader = SubjectReader(cfg)
-        self.queue = PatchQueue(split['training'], cfg, self.reader)
+        self.reader = SubjectReader(cfg, self.task)
+        self.queue = PatchQueue(split['training'], cfg, self.reader, self.task)
+        self.first_step_time = None
         self.postprocess = build_postprocessing(cfg.data_postprocessing, len(cfg.model.class_list))
         self.train_metrics = build_metrics(cfg.metrics, cfg.model.class_list)
         self.val_metrics = build_metrics(cfg.metrics, cfg.model.class_list)
@@ -125,10 +133,13 @@ class Trainer:
             clip(self.model.parameters(), self.cfg.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        with torch.no_grad():
-            pred = self._onehot(logits.argmax(1, keepdim=True))
-            for m in self.train_metrics: m.update(pred, self._onehot(label))
+        with torch.no_grad(): self.update_metrics(self.train_metrics, logits.detach(), label)
         return float(loss.detach())
+
+    def update_metrics(self, metrics: list, logits: torch.Tensor, label: torch.Tensor):
+        "Score predicted against true class maps, as one-hot masks."
+        pred = self._onehot(logits.argmax(1, keepdim=True))
+        for m in metrics: m.update(pred, self._onehot(label))
 
     def predict_logits(self, image: torch.Tensor) -> torch.Tensor:
         "Logits for whole images (B, C, ...) by sliding-window inference over patches."
@@ -163,6 +174,7 @@ class Trainer:
         start, losses = time.perf_counter(), []
         lr = self.optimizer.param_groups[0]['lr']
         for batch in progress_bar(self.queue.epoch(epoch), total=len(self.queue), desc=f'epoch {epoch} train', leave=False):
+            if self.first_step_time is None: self.first_step_time = time.time()
             losses.append(self.train_step(batch))
         return {'epoch': epoch, 'loss': float(np.mean(losses)), **self._scores(self.train_metrics),
                 'learning_rate': lr, 'seconds': time.perf_counter() - start}
@@ -176,6 +188,7 @@ class Trainer:
             loss, indices = self.validation_step(s, metrics)
             losses.append(loss)
             if write_to is not None: self.write_prediction(s, indices, write_to)
+        if write_to is not None: self.flush_predictions(write_to)
         return {'loss': float(np.mean(losses)), **self._scores(metrics), 'seconds': time.perf_counter() - start}
 
     def write_prediction(self, subject: Subject, indices: torch.Tensor, folder: Path):
@@ -183,6 +196,9 @@ class Trainer:
         values = np.asarray(self.cfg.model.class_list)[indices.cpu().numpy()].astype(np.int16)
         reference = squeeze_to(read_image(subject.channels[0]), self.cfg.model.dimension)
         write_image(values, folder / f'{subject.subject_id}_prediction.nii.gz', reference)
+
+    def flush_predictions(self, folder: Path):
+        "Finish writing a pass's predictions (segmentation writes each subject as it goes)."
 
     def _improved(self, value: float) -> bool:
         if self.best is None: return not math.isnan(value)
@@ -263,11 +279,54 @@ class Trainer:
             write_to = self.out / 'predictions' / 'testing'
             testing = self.evaluate(self.split['testing'], build_metrics(self.cfg.metrics, self.cfg.model.class_list), write_to, 'test')
         result = TrainResult(str(self.out), self.monitor, self.best_epoch, best_row, testing,
-                             len(self.logs['validation']), stopped)
+                             len(self.logs['validation']), stopped, self.task, self.first_step_time)
         write_json_atomic(self.out / 'metrics.json', result.summary())
         return result
 
 # %% ../nbs/11_training.ipynb #9483ab84
+class ImageTrainer(Trainer):
+    "Trains classification (`task='classification'`) or regression (`task='regression'`) networks."
+    def __init__(self, cfg: MedlabConfig, split: dict[str, list[Subject]], device: torch.device | None = None,
+                 task: str = 'classification'):
+        self.task = task
+        super().__init__(cfg, split, device)
+        self.fit_to_patch = ResizeWithPadOrCrop(cfg.spatial_patch_size)
+        self._rows = []
+
+    def update_metrics(self, metrics: list, logits: torch.Tensor, label: torch.Tensor):
+        "Score predicted classes (or values) against the true ones."
+        pred = logits[:, 0] if self.task == 'regression' else logits.argmax(1)
+        for m in metrics: m.update(pred, label[:, 0])
+
+    def predict_logits(self, image: torch.Tensor) -> torch.Tensor:
+        "Logits (B, C) of whole images, centre-cropped or padded to the patch size."
+        image = torch.stack([torch.as_tensor(self.fit_to_patch(i)) for i in image]).to(self.device)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            return self.model(image).float()
+
+    def validation_step(self, subject: Subject, metrics: list) -> tuple[float, torch.Tensor]:
+        "Loss and output vector of one subject; updates `metrics`."
+        data = self.reader(subject)
+        label = torch.as_tensor(data['label'])[None].to(self.device)
+        logits = self.predict_logits(torch.as_tensor(data['image'])[None])
+        self.update_metrics(metrics, logits, label)
+        return float(self.loss_fn(logits, label)), logits[0]
+
+    def write_prediction(self, subject: Subject, out: torch.Tensor, folder: Path):
+        "Keep a row for the predictions CSV: the predicted class value (and class probabilities), or the value."
+        if self.task == 'regression': self._rows.append({'SubjectID': subject.subject_id, 'prediction': float(out[0])})
+        else:
+            probs = self.probabilities(out[None])[0].tolist()
+            classes = self.cfg.model.class_list
+            self._rows.append({'SubjectID': subject.subject_id, 'prediction': classes[int(out.argmax())],
+                               **{f'probability_{c}': p for c, p in zip(classes, probs)}})
+
+    def flush_predictions(self, folder: Path):
+        "Write the kept rows as `<folder>/predictions.csv`."
+        write_text_atomic(folder / 'predictions.csv', pd.DataFrame(self._rows).to_csv(index=False))
+        self._rows = []
+
+# %% ../nbs/11_training.ipynb #0abfe3b3
 def plot_curves(run_dir: str | Path) -> Path:
     "Draw loss and metrics per epoch from a run folder's logs into `training_curves.png`."
     import matplotlib
@@ -290,11 +349,11 @@ def plot_curves(run_dir: str | Path) -> Path:
     plt.close(fig)
     return path
 
-# %% ../nbs/11_training.ipynb #0abfe3b3
+# %% ../nbs/11_training.ipynb #73a25d86
 def train(cfg: MedlabConfig,       # the run's config, from `load_config` or built in Python
           resume: bool = True      # continue a stopped run in `cfg.output_dir`; False starts it over
          ) -> TrainResult:
-    "Train a segmentation model as `cfg` says and write the run folder; returns the best validation metrics."
+    "Train a model as `cfg` says (the manifest decides the task) and write the run folder; returns the best validation metrics."
     cfg = config_from_dict(cfg.model_dump(mode='json'), 'config')  # a private copy: the caller's may be edited by a panel
     out = Path(cfg.output_dir)
     if resume and (conflicts := resume_conflicts(cfg)):
@@ -309,5 +368,8 @@ def train(cfg: MedlabConfig,       # the run's config, from `load_config` or bui
     write_text_atomic(out / 'split.csv', split_table(split).to_csv(index=False))
     previous = get_track_meta()
     set_track_meta(False)  # plain tensors: MONAI's metadata is not needed inside the loop
-    try: return Trainer(cfg, split).fit(resume)
+    task = infer_task([s for subs in split.values() for s in subs], cfg)
+    try:
+        trainer = Trainer(cfg, split) if task == 'segmentation' else ImageTrainer(cfg, split, task=task)
+        return trainer.fit(resume)
     finally: set_track_meta(previous)

@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 import torch
+from .utils import import_monai
+import_monai()  # before any MONAI import: skips a slow optional dependency (see utils)
 from monai.transforms import (Compose, FillHoles, KeepLargestConnectedComponent, NormalizeIntensityd, RandAdjustContrastd,
                               RandAffined, RandFlipd, RandGaussianNoised, RandGaussianSmoothd, RandRotate90d,
                               ScaleIntensityd, ScaleIntensityRanged, ScaleIntensityRangePercentilesd, ThresholdIntensityd)
@@ -47,35 +49,36 @@ def build_preprocessing(settings: dict) -> Compose:
 
 # %% ../nbs/08_transforms.ipynb #b9f78bf1
 AUGMENTERS = Registry('augmentation')
-_IL = ['image', 'label']
 
 @AUGMENTERS.register('flip')
-def _flip(s, dim):
-    return [RandFlipd(_IL, prob=s.probability, spatial_axis=a) for a in s.axis if a < dim]
+def _flip(s, dim, keys):
+    return [RandFlipd(keys, prob=s.probability, spatial_axis=a) for a in s.axis if a < dim]
 
 @AUGMENTERS.register('rotate_90')
-def _rotate_90(s, dim):
-    return [RandRotate90d(_IL, prob=s.probability, spatial_axes=s.axis)]
+def _rotate_90(s, dim, keys):
+    return [RandRotate90d(keys, prob=s.probability, spatial_axes=s.axis)]
 
-AUGMENTERS['noise'] = lambda s, dim: [RandGaussianNoised(_I, prob=s.probability, mean=s.mean, std=s.std)]
-AUGMENTERS['blur'] = lambda s, dim: [RandGaussianSmoothd(_I, sigma_x=s.std, sigma_y=s.std, sigma_z=s.std, prob=s.probability)]
-AUGMENTERS['contrast'] = lambda s, dim: [RandAdjustContrastd(_I, prob=s.probability, gamma=s.gamma)]
+AUGMENTERS['noise'] = lambda s, dim, keys: [RandGaussianNoised(_I, prob=s.probability, mean=s.mean, std=s.std)]
+AUGMENTERS['blur'] = lambda s, dim, keys: [RandGaussianSmoothd(_I, sigma_x=s.std, sigma_y=s.std, sigma_z=s.std, prob=s.probability)]
+AUGMENTERS['contrast'] = lambda s, dim, keys: [RandAdjustContrastd(_I, prob=s.probability, gamma=s.gamma)]
 
 @AUGMENTERS.register('affine')
-def _affine(s, dim):
+def _affine(s, dim, keys):
     angle = math.radians(s.degrees)
-    return [RandAffined(_IL, prob=s.probability, rotate_range=(angle,) * (1 if dim == 2 else 3),
+    return [RandAffined(keys, prob=s.probability, rotate_range=(angle,) * (1 if dim == 2 else 3),
                         scale_range=(s.scales,) * dim, translate_range=(s.translation,) * dim,
-                        mode=('bilinear', 'nearest'), padding_mode='zeros')]
+                        mode=('bilinear', 'nearest')[:len(keys)], padding_mode='zeros')]
 
-def build_augmentation(augmentations: dict, dimension: int, patch_size: tuple[int, ...]) -> Compose:
+def build_augmentation(augmentations: dict, dimension: int, patch_size: tuple[int, ...],
+                       spatial_keys: tuple[str, ...] = ('image', 'label')  # what moves with the image: the mask, for segmentation
+                      ) -> Compose:
     "The augmentation pipeline for `cfg.augmentations` on patches of `patch_size`."
     if 'rotate_90' in augmentations:
         a, b = augmentations['rotate_90'].axis
         if max(a, b) >= dimension or patch_size[a] != patch_size[b]:
             raise ValueError(f'data_augmentation.rotate_90: axes {a, b} need equal patch sides within {dimension}D, '
                              f'got patch_size {list(patch_size)}')
-    return Compose([t for name, s in augmentations.items() for t in AUGMENTERS[name](s, dimension)])
+    return Compose([t for name, s in augmentations.items() for t in AUGMENTERS[name](s, dimension, list(spatial_keys))])
 
 # %% ../nbs/08_transforms.ipynb #a16b29d4
 POSTPROCESSORS = Registry('post-processing transform')

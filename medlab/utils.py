@@ -9,6 +9,7 @@ import difflib
 import json
 import os
 import random
+import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['closest', 'did_you_mean', 'Registry', 'atomic_path', 'write_text_atomic', 'write_json_atomic', 'seed_everything',
-           'is_interactive']
+           'import_monai', 'is_interactive']
 
 # %% ../nbs/00_utils.ipynb #896341fe
 def closest(name: str,             # what the user wrote
@@ -91,6 +92,16 @@ def seed_everything(seed: int):
     torch.manual_seed(seed)
 
 # %% ../nbs/00_utils.ipynb #f7a47e74
+def import_monai():
+    "Import MONAI without jsonschema's slow optional IRI checker; a no-op once MONAI is imported."
+    if 'monai' in sys.modules: return
+    declined = 'rfc3987_syntax' not in sys.modules
+    if declined: sys.modules['rfc3987_syntax'] = None  # makes `import rfc3987_syntax` raise ImportError
+    try: import monai  # noqa: F401
+    finally:
+        if declined and sys.modules.get('rfc3987_syntax', 0) is None: del sys.modules['rfc3987_syntax']
+
+# %% ../nbs/00_utils.ipynb #710ed77f
 def is_interactive() -> bool:
     "True in a notebook kernel started by a Jupyter server, False under papermill, scripts and tests."
     if os.environ.get('MEDLAB_HEADLESS'): return False
