@@ -229,10 +229,9 @@ class Trainer:
         save_checkpoint(self.out / name, **state)
 
     def write_logs(self):
-        "Rewrite both log CSVs and the curves figure."
+        "Rewrite both log CSVs (the curves figure is drawn once, at the end: drawing costs more than an epoch of a small model)."
         for kind, rows in self.logs.items():
             write_text_atomic(self.out / f'logs_{kind}.csv', pd.DataFrame(rows).to_csv(index=False))
-        plot_curves(self.out)
 
     def resume(self) -> bool:
         "Continue from `model_latest.pt` when the run folder holds one of the same config; True when resumed."
@@ -281,6 +280,7 @@ class Trainer:
         result = TrainResult(str(self.out), self.monitor, self.best_epoch, best_row, testing,
                              len(self.logs['validation']), stopped, self.task, self.first_step_time)
         write_json_atomic(self.out / 'metrics.json', result.summary())
+        if self.logs['validation']: plot_curves(self.out)
         return result
 
 # %% ../nbs/11_training.ipynb #9483ab84
