@@ -8,13 +8,22 @@ model.dimension, model.norm_type, seed) and writes into `--out`:
   `{"event": "first_step"}` right before the first forward pass, then one `{"event": "epoch", ...}`
   per epoch with train/validation seconds, the loss, its own foreground Dice and `t` (time.time()
   when the epoch's predictions were written);
-- `predictions/epoch_<N>/<SubjectID>_prediction.nii.gz`: argmax masks of the validation subjects.
+- `predictions/epoch_<N>/<SubjectID>_prediction.nii.gz`: argmax masks of the validation subjects
+  (classification: `predictions/epoch_<N>/predictions.csv` with SubjectID, prediction (class value),
+  probability_<c> per class: the same layout as medlab's).
 
 What it does: BasicUNet with features (f, f, 2f, 4f, 8f, f) and the configured norm, Dice loss
 (softmax, one-hot labels), Adam at constant lr, uniform random crops (`q_samples_per_volume` per
 volume) from images read lazily with SimpleITK each epoch, shuffled through a `q_max_length` buffer,
 and sliding-window validation (no overlap) on whole images with foreground Dice of argmax masks.
 MONAI has no SimpleITK reader (and nibabel/itk are not installed), so the reading is a small function.
+
+Classification (the split CSVs have `ValueToPredict` instead of `Label`, e.g. cls2d): MONAI has no VGG, so the
+network is medlab's own `vgg11` (`medlab.models.build_model`: MONAI `Convolution` blocks with the configured norm,
+max-pooling, global average pooling, dropout 0.2, a linear head; the same network medlab trains), with
+cross-entropy loss, Adam at constant lr, whole images (no cropping: patch == image) read with SimpleITK each
+epoch in a seeded shuffled order, batches of `batch_size`; validation is one forward pass per whole image,
+softmax probabilities, argmax class, and its own balanced accuracy (mean per-class recall) logged as `bacc`.
 
     python benchmarks/monai_loop.py --config CFG.yaml --out OUT
 """
@@ -33,7 +42,7 @@ import pandas as pd
 import SimpleITK as sitk
 import torch
 import yaml
-from monai.data import DataLoader, PatchDataset, ShuffleBuffer
+from monai.data import DataLoader, Dataset, PatchDataset, ShuffleBuffer
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceLoss
 from monai.metrics import DiceMetric
@@ -57,7 +66,7 @@ def load(row: dict, dim: int) -> dict:
 def resolve(csv_path: Path) -> list[dict]:
     "Rows of a split CSV with paths made absolute (relative paths are relative to the CSV)."
     df = pd.read_csv(csv_path)
-    for col in ('Channel_0', 'Label'):
+    for col in [c for c in ('Channel_0', 'Label') if c in df]:
         df[col] = [str(p) if Path(p).is_absolute() else str((csv_path.parent / p).resolve()) for p in df[col]]
     return df.to_dict('records')
 
@@ -81,6 +90,8 @@ def main():
     csv = {k: (cfg_path.parent / v).resolve() for k, v in cfg['data_csv'].items()}
     train_rows, val_rows = resolve(csv['training']), resolve(csv['validation'])
     set_determinism(seed)
+    if 'ValueToPredict' in pd.read_csv(csv['training'], nrows=1):
+        return classify(cfg, train_rows, val_rows, out, log)
 
     f = m.get('base_filters', 16)
     norm = {'instance': ('instance', {'affine': True}), 'batch': 'batch', 'none': None}[m.get('norm_type', 'instance')]
@@ -133,6 +144,55 @@ def main():
         log(event='epoch', epoch=epoch, loss=float(np.mean(losses)), dice=val_dice,
             train_seconds=train_s, val_seconds=val_s, t=time.time())
         print(f'epoch {epoch}: loss {np.mean(losses):.4f} val dice {val_dice:.4f} train {train_s:.1f}s val {val_s:.1f}s', flush=True)
+    torch.save(net.state_dict(), out / 'model_last.pt')
+    log(event='end', t=time.time())
+
+
+def classify(cfg: dict, train_rows: list[dict], val_rows: list[dict], out: Path, log):
+    "The classification loop: medlab's vgg11 network, CE loss, Adam, whole images; predictions CSV per epoch."
+    from medlab.config import ModelConfig  # MONAI has no VGG: the same network medlab builds
+    from medlab.models import build_model
+    m, dim = cfg['model'], cfg['model']['dimension']
+    bs, epochs, seed = cfg['batch_size'], cfg['num_epochs'], cfg.get('seed', 0)
+    classes = list(m['class_list'])
+    index = {c: i for i, c in enumerate(classes)}
+    net = build_model(ModelConfig(**m))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    opt = torch.optim.Adam(net.parameters(), lr=cfg['learning_rate'])
+    load_cls = lambda row: {'image': read(row['Channel_0'], dim)[0], 'label': index[int(row['ValueToPredict'])]}  # noqa: E731
+    train_ds = Dataset(train_rows, transform=load_cls)  # re-read every epoch, like the segmentation path
+    first_step = True
+    for epoch in range(1, epochs + 1):
+        net.train()
+        t0, losses = time.perf_counter(), []
+        g = torch.Generator().manual_seed(seed * 1000 + epoch)
+        loader = DataLoader(train_ds, batch_size=bs, shuffle=True, generator=g, num_workers=0)
+        for batch in loader:
+            if first_step:
+                log(event='first_step', t=time.time()); first_step = False
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(batch['image']), batch['label'].long())
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        train_s = time.perf_counter() - t0
+
+        net.eval()
+        t0, rows = time.perf_counter(), []
+        with torch.no_grad():
+            for row in val_rows:
+                probs = torch.softmax(net(torch.as_tensor(read(row['Channel_0'], dim)[0])[None]), 1)[0]
+                rows.append({'SubjectID': row['SubjectID'], 'prediction': classes[int(probs.argmax())],
+                             **{f'probability_{c}': float(p) for c, p in zip(classes, probs)}})
+        pred_dir = out / 'predictions' / f'epoch_{epoch}'; pred_dir.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(pred_dir / 'predictions.csv', index=False)
+        truth = np.array([int(r['ValueToPredict']) for r in val_rows])
+        pred = np.array([r['prediction'] for r in rows])
+        bacc = float(np.mean([(pred[truth == c] == c).mean() for c in classes if (truth == c).any()]))
+        val_s = time.perf_counter() - t0
+        log(event='epoch', epoch=epoch, loss=float(np.mean(losses)), bacc=bacc,
+            train_seconds=train_s, val_seconds=val_s, t=time.time())
+        print(f'epoch {epoch}: loss {np.mean(losses):.4f} val balanced accuracy {bacc:.4f} train {train_s:.1f}s val {val_s:.1f}s', flush=True)
     torch.save(net.state_dict(), out / 'model_last.pt')
     log(event='end', t=time.time())
 

@@ -44,7 +44,7 @@ class ModelConfig(Strict):
     class_list: list[int] = Field(default_factory=lambda: [0, 1])  # mask values (background first) or class values; [] for regression
     base_filters: int = Field(16, ge=1)  # filters of the first level; doubled at each level down
     final_layer: Literal['softmax', 'sigmoid', 'none'] = 'softmax'  # activation that turns logits into probabilities
-    norm_type: Literal['batch', 'instance', 'none'] = 'instance'  # normalisation layers
+    norm_type: Literal['batch', 'instance', 'none'] = 'batch'  # normalisation layers (GaNDLF's default too)
     amp: bool = False  # mixed precision on a GPU
     print_summary: bool = False  # print the network's layers and parameter count
 

@@ -32,8 +32,8 @@ from .transforms import build_postprocessing
 from .utils import atomic_path, is_interactive, seed_everything, write_json_atomic, write_text_atomic
 
 # %% auto #0
-__all__ = ['save_checkpoint', 'load_checkpoint', 'pick_device', 'progress_bar', 'TrainResult', 'resume_conflicts', 'Trainer',
-           'ImageTrainer', 'plot_curves', 'train']
+__all__ = ['save_checkpoint', 'load_checkpoint', 'pick_device', 'progress_bar', 'memory_format', 'TrainResult',
+           'resume_conflicts', 'Trainer', 'ImageTrainer', 'plot_curves', 'train']
 
 # %% ../nbs/11_training.ipynb #b33ec049
 def save_checkpoint(path: Path, **state):
@@ -59,6 +59,12 @@ def progress_bar(*args, **kwargs):
     return tqdm(*args, **kwargs)
 
 # %% ../nbs/11_training.ipynb #cddd782b
+def memory_format(dimension: int, norm_type: str, device: torch.device) -> torch.memory_format:
+    "Channels-last where it makes convolutions faster (CPU, batch norm or none), else contiguous."
+    if device.type != 'cpu' or norm_type == 'instance': return torch.contiguous_format
+    return torch.channels_last if dimension == 2 else torch.channels_last_3d
+
+# %% ../nbs/11_training.ipynb #a17c892c
 @dataclass
 class TrainResult:
     "What a run reached: the best validation metrics and where everything was written."
@@ -77,7 +83,7 @@ class TrainResult:
         "A small JSON-ready summary, also written to `metrics.json`."
         return asdict(self)
 
-# %% ../nbs/11_training.ipynb #a17c892c
+# %% ../nbs/11_training.ipynb #9483ab84
 _KEEP_ON_RESUME = {'num_epochs', 'patience', 'verbose', 'q_verbose', 'q_num_workers'}
 
 def resume_conflicts(cfg: MedlabConfig) -> list[str]:
@@ -97,6 +103,8 @@ class Trainer:
         self.device = device or pick_device(cfg.accelerator)
         seed_everything(cfg.seed)
         self.model = build_model(cfg.model, 1 if self.task == 'regression' else None).to(self.device)
+        self.memory_format = memory_format(cfg.model.dimension, cfg.model.norm_type, self.device)
+        self.model = self.model.to(memory_format=self.memory_format)
         self.loss_fn = build_loss(cfg.loss_function, cfg.model.final_layer)
         self.probabilities = activation(cfg.model.final_layer)
         self.optimizer = build_optimizer(self.model.parameters(), cfg.learning_rate, cfg.optimizer)
@@ -121,7 +129,8 @@ class Trainer:
 
     def train_step(self, batch: dict) -> float:
         "One optimisation step on a batch of patches; updates the training metrics."
-        image, label = batch['image'].to(self.device), batch['label'].to(self.device)
+        image = batch['image'].to(self.device).contiguous(memory_format=self.memory_format)
+        label = batch['label'].to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             logits = self.model(image)
@@ -147,8 +156,12 @@ class Trainer:
         overlap = min(0.9, self.cfg.inference_mechanism.patch_overlap / min(patch))
         mode = 'gaussian' if self.cfg.inference_mechanism.grid_aggregator_overlap == 'gaussian' else 'constant'
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            return sliding_window_inference(image.to(self.device), patch, self.cfg.batch_size, self.model,
+            return sliding_window_inference(image.to(self.device), patch, self.cfg.batch_size, self.forward,
                                             overlap=overlap, mode=mode).float()
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        "The network on a batch laid out in the model's memory format."
+        return self.model(image.contiguous(memory_format=self.memory_format))
 
     def validation_step(self, subject: Subject, metrics: list) -> tuple[float, torch.Tensor]:
         "Loss and post-processed class-index map of one whole subject; updates `metrics`."
@@ -283,7 +296,7 @@ class Trainer:
         if self.logs['validation']: plot_curves(self.out)
         return result
 
-# %% ../nbs/11_training.ipynb #9483ab84
+# %% ../nbs/11_training.ipynb #0abfe3b3
 class ImageTrainer(Trainer):
     "Trains classification (`task='classification'`) or regression (`task='regression'`) networks."
     def __init__(self, cfg: MedlabConfig, split: dict[str, list[Subject]], device: torch.device | None = None,
@@ -302,7 +315,7 @@ class ImageTrainer(Trainer):
         "Logits (B, C) of whole images, centre-cropped or padded to the patch size."
         image = torch.stack([torch.as_tensor(self.fit_to_patch(i)) for i in image]).to(self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            return self.model(image).float()
+            return self.forward(image).float()
 
     def validation_step(self, subject: Subject, metrics: list) -> tuple[float, torch.Tensor]:
         "Loss and output vector of one subject; updates `metrics`."
@@ -326,7 +339,7 @@ class ImageTrainer(Trainer):
         write_text_atomic(folder / 'predictions.csv', pd.DataFrame(self._rows).to_csv(index=False))
         self._rows = []
 
-# %% ../nbs/11_training.ipynb #0abfe3b3
+# %% ../nbs/11_training.ipynb #73a25d86
 def plot_curves(run_dir: str | Path) -> Path:
     "Draw loss and metrics per epoch from a run folder's logs into `training_curves.png`."
     import matplotlib
@@ -349,7 +362,7 @@ def plot_curves(run_dir: str | Path) -> Path:
     plt.close(fig)
     return path
 
-# %% ../nbs/11_training.ipynb #73a25d86
+# %% ../nbs/11_training.ipynb #a0813ea4
 def train(cfg: MedlabConfig,       # the run's config, from `load_config` or built in Python
           resume: bool = True      # continue a stopped run in `cfg.output_dir`; False starts it over
          ) -> TrainResult:
