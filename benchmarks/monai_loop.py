@@ -140,12 +140,16 @@ def main():
                 mask.CopyInformation(ref)
                 sitk.WriteImage(mask, str(pred_dir / f"{row['SubjectID']}_prediction.nii.gz"), useCompression=True)
         val_dice = float(dice.aggregate()); dice.reset()
-        val_s = time.perf_counter() - t0
-        log(event='epoch', epoch=epoch, loss=float(np.mean(losses)), dice=val_dice,
-            train_seconds=train_s, val_seconds=val_s, t=time.time())
-        print(f'epoch {epoch}: loss {np.mean(losses):.4f} val dice {val_dice:.4f} train {train_s:.1f}s val {val_s:.1f}s', flush=True)
+        end_epoch(log, epoch, losses, 'dice', val_dice, train_s, time.perf_counter() - t0)
     torch.save(net.state_dict(), out / 'model_last.pt')
     log(event='end', t=time.time())
+
+
+def end_epoch(log, epoch: int, losses: list, name: str, value: float, train_s: float, val_s: float):
+    "Log and print one epoch's loss, validation score `name`, and timings."
+    log(event='epoch', epoch=epoch, loss=float(np.mean(losses)), **{name: value},
+        train_seconds=train_s, val_seconds=val_s, t=time.time())
+    print(f'epoch {epoch}: loss {np.mean(losses):.4f} val {name} {value:.4f} train {train_s:.1f}s val {val_s:.1f}s', flush=True)
 
 
 def classify(cfg: dict, train_rows: list[dict], val_rows: list[dict], out: Path, log):
@@ -189,10 +193,7 @@ def classify(cfg: dict, train_rows: list[dict], val_rows: list[dict], out: Path,
         truth = np.array([int(r['ValueToPredict']) for r in val_rows])
         pred = np.array([r['prediction'] for r in rows])
         bacc = float(np.mean([(pred[truth == c] == c).mean() for c in classes if (truth == c).any()]))
-        val_s = time.perf_counter() - t0
-        log(event='epoch', epoch=epoch, loss=float(np.mean(losses)), bacc=bacc,
-            train_seconds=train_s, val_seconds=val_s, t=time.time())
-        print(f'epoch {epoch}: loss {np.mean(losses):.4f} val balanced accuracy {bacc:.4f} train {train_s:.1f}s val {val_s:.1f}s', flush=True)
+        end_epoch(log, epoch, losses, 'bacc', bacc, train_s, time.perf_counter() - t0)
     torch.save(net.state_dict(), out / 'model_last.pt')
     log(event='end', t=time.time())
 

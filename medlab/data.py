@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import DataFilesConfig, MedlabConfig, ModelConfig
+from .config import ConfigError, DataFilesConfig, MedlabConfig, ModelConfig
 from .io import geometry_differences, read_image, read_info, squeeze_info, to_array
 from .utils import closest
 
@@ -189,7 +189,6 @@ def load_split(cfg: MedlabConfig, check: bool = True) -> dict[str, list[Subject]
         everyone = [s for subs in split.values() for s in subs]
         task = infer_task(everyone, cfg)
         if problems := task_problems(cfg, task):
-            from medlab.config import ConfigError
             raise ConfigError(f'config (the data is for {task})', problems)
         check_subjects(everyone, cfg.model, source=str(cfg.data_csv if isinstance(cfg.data_csv, str) else 'data_csv'), task=task)
     return split

@@ -20,7 +20,7 @@ from .io import read_image, squeeze_to, to_array
 from .transforms import build_augmentation, build_preprocessing
 
 # %% auto #0
-__all__ = ['SubjectReader', 'patch_sampler', 'PatchQueue']
+__all__ = ['SubjectReader', 'patch_sampler', 'epoch_seed', 'PatchQueue']
 
 # %% ../nbs/10_loader.ipynb #6ac20990
 class SubjectReader:
@@ -59,7 +59,8 @@ def patch_sampler(cfg: MedlabConfig, task: str = 'segmentation') -> Compose:
     else: crop = RandSpatialCropSamplesd(keys, roi_size=size, num_samples=n, random_size=False)
     return Compose([SpatialPadd(keys, spatial_size=size), crop])
 
-def _epoch_seed(seed: int, epoch: int) -> int:
+def epoch_seed(seed: int, epoch: int) -> int:
+    "The seed of everything random in `epoch` of a run seeded with `seed`."
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 class PatchQueue:
@@ -79,7 +80,7 @@ class PatchQueue:
 
     def epoch(self, epoch: int) -> DataLoader:
         "The batches of `epoch`: subjects in a seeded order, patches shuffled through the queue."
-        seed = _epoch_seed(self.cfg.seed, epoch)
+        seed = epoch_seed(self.cfg.seed, epoch)
         order = np.random.default_rng(seed).permutation(len(self.subjects))
         read_and_sample = Compose([self.reader, self.sampler])  # MONAI's Compose reseeds what it wraps: seed after
         augment = Compose([self.augment, self._to_tensors])

@@ -23,7 +23,7 @@ import medlab
 from .config import MedlabConfig, config_from_dict, save_config
 from .data import Subject, infer_task, load_split, split_table
 from .io import read_image, squeeze_to, write_image
-from .loader import PatchQueue, SubjectReader, _epoch_seed
+from .loader import PatchQueue, SubjectReader, epoch_seed
 from .losses import build_loss
 from .metrics import build_metrics
 from .models import activation, build_model
@@ -33,7 +33,7 @@ from .utils import atomic_path, is_interactive, seed_everything, write_json_atom
 
 # %% auto #0
 __all__ = ['save_checkpoint', 'load_checkpoint', 'pick_device', 'progress_bar', 'memory_format', 'TrainResult',
-           'resume_conflicts', 'Trainer', 'ImageTrainer', 'plot_curves', 'train']
+           'config_differences', 'Trainer', 'ImageTrainer', 'plot_curves', 'train']
 
 # %% ../nbs/11_training.ipynb #b33ec049
 def save_checkpoint(path: Path, **state):
@@ -86,11 +86,8 @@ class TrainResult:
 # %% ../nbs/11_training.ipynb #9483ab84
 _KEEP_ON_RESUME = {'num_epochs', 'patience', 'verbose', 'q_verbose', 'q_num_workers'}
 
-def resume_conflicts(cfg: MedlabConfig) -> list[str]:
-    "Keys in which `cfg` differs from the run already in its `output_dir` (apart from those a resumed run may change)."
-    path = Path(cfg.output_dir) / 'model_latest.pt'
-    if not path.exists(): return []
-    saved = load_checkpoint(path)['config']
+def config_differences(cfg: MedlabConfig, saved: dict) -> list[str]:
+    "Keys in which `cfg` differs from a checkpoint's config, apart from those a resumed run may change."
     return sorted(k for k, v in cfg.model_dump(mode='json').items() if saved.get(k) != v and k not in _KEEP_ON_RESUME)
 
 class Trainer:
@@ -183,7 +180,7 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict:
         "One pass over the patch queue; the epoch's training log row."
         self.model.train()
-        torch.manual_seed(_epoch_seed(self.cfg.seed, epoch))
+        torch.manual_seed(epoch_seed(self.cfg.seed, epoch))
         start, losses = time.perf_counter(), []
         lr = self.optimizer.param_groups[0]['lr']
         for batch in progress_bar(self.queue.epoch(epoch), total=len(self.queue), desc=f'epoch {epoch} train', leave=False):
@@ -246,12 +243,8 @@ class Trainer:
         for kind, rows in self.logs.items():
             write_text_atomic(self.out / f'logs_{kind}.csv', pd.DataFrame(rows).to_csv(index=False))
 
-    def resume(self) -> bool:
-        "Continue from `model_latest.pt` when the run folder holds one of the same config; True when resumed."
-        path = self.out / 'model_latest.pt'
-        if not path.exists(): return False
-        if resume_conflicts(self.cfg): raise RuntimeError(f'{path} was written with another config')
-        state = load_checkpoint(path)
+    def resume(self, state: dict):
+        "Continue from a `model_latest.pt` checkpoint of this config (see `train`)."
         self.model.load_state_dict(state['model'])
         self.optimizer.load_state_dict(state['optimizer'])
         self.scheduler.load_state_dict(state['scheduler'])
@@ -260,13 +253,12 @@ class Trainer:
         for kind in self.logs:
             rows = pd.read_csv(self.out / f'logs_{kind}.csv').to_dict('records')
             self.logs[kind] = [r for r in rows if r['epoch'] < self.start_epoch]
-        return True
 
     # -- the whole run -----------------------------------------------------------------------------------------
-    def fit(self, resume: bool = True) -> TrainResult:
-        "Train until `num_epochs` or early stopping; then score the best model on the test split."
-        if not (resume and self.resume()):
-            self.save('model_initial.pt', 0, {})
+    def fit(self, resume_from: dict | None = None) -> TrainResult:
+        "Train until `num_epochs` or early stopping, continuing `resume_from` (a latest checkpoint) when given; then score the best model on the test split."
+        if resume_from is not None: self.resume(resume_from)
+        else: self.save('model_initial.pt', 0, {})
         stopped = self.bad_epochs >= self.cfg.patience
         epochs = progress_bar(range(self.start_epoch, self.cfg.num_epochs + 1), desc='epochs',
                               initial=self.start_epoch - 1, total=self.cfg.num_epochs)
@@ -343,7 +335,7 @@ class ImageTrainer(Trainer):
 def plot_curves(run_dir: str | Path) -> Path:
     "Draw loss and metrics per epoch from a run folder's logs into `training_curves.png`."
     import matplotlib
-    matplotlib.use('Agg', force=False) if not is_interactive() else None
+    if not is_interactive(): matplotlib.use('Agg')  # no display under papermill and in scripts
     import matplotlib.pyplot as plt
     run_dir = Path(run_dir)
     logs = {k: pd.read_csv(run_dir / f'logs_{k}.csv') for k in ('training', 'validation')}
@@ -369,7 +361,8 @@ def train(cfg: MedlabConfig,       # the run's config, from `load_config` or bui
     "Train a model as `cfg` says (the manifest decides the task) and write the run folder; returns the best validation metrics."
     cfg = config_from_dict(cfg.model_dump(mode='json'), 'config')  # a private copy: the caller's may be edited by a panel
     out = Path(cfg.output_dir)
-    if resume and (conflicts := resume_conflicts(cfg)):
+    latest = load_checkpoint(out / 'model_latest.pt') if resume and (out / 'model_latest.pt').exists() else None
+    if latest is not None and (conflicts := config_differences(cfg, latest['config'])):
         raise RuntimeError(f'{out} holds a run with another config (differs in: {", ".join(conflicts)}); '
                            'give a new output_dir, or resume=False to start this one over')
     split = load_split(cfg)
@@ -384,5 +377,5 @@ def train(cfg: MedlabConfig,       # the run's config, from `load_config` or bui
     task = infer_task([s for subs in split.values() for s in subs], cfg)
     try:
         trainer = Trainer(cfg, split) if task == 'segmentation' else ImageTrainer(cfg, split, task=task)
-        return trainer.fit(resume)
+        return trainer.fit(latest)
     finally: set_track_meta(previous)
