@@ -10,7 +10,10 @@ model.dimension, model.norm_type, seed) and writes into `--out`:
   when the epoch's predictions were written);
 - `predictions/epoch_<N>/<SubjectID>_prediction.nii.gz`: argmax masks of the validation subjects
   (classification: `predictions/epoch_<N>/predictions.csv` with SubjectID, prediction (class value),
-  probability_<c> per class: the same layout as medlab's).
+  probability_<c> per class: the same layout as medlab's);
+- `model_best.pt` whenever validation improves; after the last epoch the best weights score the test split
+  (`testing` in the YAML's data_csv), written to `predictions/testing/` and logged as `{"event": "test", ...}`:
+  the same end-of-run work medlab does, so wall times compare like for like.
 
 What it does: BasicUNet with features (f, f, 2f, 4f, 8f, f) and the configured norm, Dice loss
 (softmax, one-hot labels), Adam at constant lr, uniform random crops (`q_samples_per_volume` per
@@ -89,9 +92,10 @@ def main():
     seed = cfg.get('seed', 0)
     csv = {k: (cfg_path.parent / v).resolve() for k, v in cfg['data_csv'].items()}
     train_rows, val_rows = resolve(csv['training']), resolve(csv['validation'])
+    test_rows = resolve(csv['testing']) if csv.get('testing') else []
     set_determinism(seed)
     if 'ValueToPredict' in pd.read_csv(csv['training'], nrows=1):
-        return classify(cfg, train_rows, val_rows, out, log)
+        return classify(cfg, train_rows, val_rows, test_rows, out, log)
 
     f = m.get('base_filters', 16)
     norm = {'instance': ('instance', {'affine': True}), 'batch': 'batch', 'none': None}[m.get('norm_type', 'instance')]
@@ -105,7 +109,25 @@ def main():
     keys = ['image', 'label']
     sampler = Compose([lambda row: load(row, dim), SpatialPadd(keys, spatial_size=patch),
                        RandSpatialCropSamplesd(keys, roi_size=patch, num_samples=spv, random_size=False)])
-    first_step = True
+    def evaluate(rows: list[dict], pred_dir: Path) -> float:
+        "Sliding window over whole images (no overlap); writes the argmax masks; mean foreground Dice."
+        net.eval()
+        pred_dir.mkdir(parents=True, exist_ok=True)
+        with torch.no_grad():
+            for row in rows:
+                image, ref = read(row['Channel_0'], dim)
+                label = torch.as_tensor(read(row['Label'], dim)[0]).long()[None]
+                logits = sliding_window_inference(torch.as_tensor(image)[None], patch, bs, net, overlap=0)
+                pred = logits.argmax(1, keepdim=True)
+                dice(torch.nn.functional.one_hot(pred[:, 0], n_classes).movedim(-1, 1),
+                     torch.nn.functional.one_hot(label[:, 0], n_classes).movedim(-1, 1))
+                mask = sitk.GetImageFromArray(np.ascontiguousarray(pred[0, 0].numpy().astype(np.int16).T))
+                mask.CopyInformation(ref)
+                sitk.WriteImage(mask, str(pred_dir / f"{row['SubjectID']}_prediction.nii.gz"), useCompression=True)
+        value = float(dice.aggregate()); dice.reset()
+        return value
+
+    first_step, best = True, -1.0
     for epoch in range(1, epochs + 1):
         # -- training: lazily read volumes, spv random crops each, shuffled through a bounded buffer
         net.train()
@@ -125,23 +147,19 @@ def main():
         train_s = time.perf_counter() - t0
 
         # -- validation: sliding window over whole images, foreground Dice of argmax masks
-        net.eval()
         t0 = time.perf_counter()
-        pred_dir = out / 'predictions' / f'epoch_{epoch}'; pred_dir.mkdir(parents=True, exist_ok=True)
-        with torch.no_grad():
-            for row in val_rows:
-                image, ref = read(row['Channel_0'], dim)
-                label = torch.as_tensor(read(row['Label'], dim)[0]).long()[None]
-                logits = sliding_window_inference(torch.as_tensor(image)[None], patch, bs, net, overlap=0)
-                pred = logits.argmax(1, keepdim=True)
-                dice(torch.nn.functional.one_hot(pred[:, 0], n_classes).movedim(-1, 1),
-                     torch.nn.functional.one_hot(label[:, 0], n_classes).movedim(-1, 1))
-                mask = sitk.GetImageFromArray(np.ascontiguousarray(pred[0, 0].numpy().astype(np.int16).T))
-                mask.CopyInformation(ref)
-                sitk.WriteImage(mask, str(pred_dir / f"{row['SubjectID']}_prediction.nii.gz"), useCompression=True)
-        val_dice = float(dice.aggregate()); dice.reset()
+        val_dice = evaluate(val_rows, out / 'predictions' / f'epoch_{epoch}')
+        if val_dice > best: best = val_dice; torch.save(net.state_dict(), out / 'model_best.pt')
         end_epoch(log, epoch, losses, 'dice', val_dice, train_s, time.perf_counter() - t0)
-    torch.save(net.state_dict(), out / 'model_last.pt')
+    test_best(net, out, log, test_rows, lambda: evaluate(test_rows, out / 'predictions' / 'testing'), 'dice')
+
+
+def test_best(net, out: Path, log, test_rows: list[dict], evaluate, name: str):
+    "Score the test split with the best validation weights, as medlab does at the end of a run; log it and end."
+    if test_rows:
+        t0 = time.perf_counter()
+        net.load_state_dict(torch.load(out / 'model_best.pt', weights_only=True))
+        log(event='test', **{name: evaluate()}, seconds=time.perf_counter() - t0, t=time.time())
     log(event='end', t=time.time())
 
 
@@ -152,7 +170,7 @@ def end_epoch(log, epoch: int, losses: list, name: str, value: float, train_s: f
     print(f'epoch {epoch}: loss {np.mean(losses):.4f} val {name} {value:.4f} train {train_s:.1f}s val {val_s:.1f}s', flush=True)
 
 
-def classify(cfg: dict, train_rows: list[dict], val_rows: list[dict], out: Path, log):
+def classify(cfg: dict, train_rows: list[dict], val_rows: list[dict], test_rows: list[dict], out: Path, log):
     "The classification loop: medlab's vgg11 network, CE loss, Adam, whole images; predictions CSV per epoch."
     from medlab.config import ModelConfig  # MONAI has no VGG: the same network medlab builds
     from medlab.models import build_model
@@ -165,7 +183,23 @@ def classify(cfg: dict, train_rows: list[dict], val_rows: list[dict], out: Path,
     opt = torch.optim.Adam(net.parameters(), lr=cfg['learning_rate'])
     load_cls = lambda row: {'image': read(row['Channel_0'], dim)[0], 'label': index[int(row['ValueToPredict'])]}  # noqa: E731
     train_ds = Dataset(train_rows, transform=load_cls)  # re-read every epoch, like the segmentation path
-    first_step = True
+
+    def evaluate(rows: list[dict], pred_dir: Path) -> float:
+        "One forward pass per whole image; writes predictions.csv; balanced accuracy (mean per-class recall)."
+        net.eval()
+        preds = []
+        with torch.no_grad():
+            for row in rows:
+                probs = torch.softmax(net(torch.as_tensor(read(row['Channel_0'], dim)[0])[None]), 1)[0]
+                preds.append({'SubjectID': row['SubjectID'], 'prediction': classes[int(probs.argmax())],
+                              **{f'probability_{c}': float(p) for c, p in zip(classes, probs)}})
+        pred_dir.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(preds).to_csv(pred_dir / 'predictions.csv', index=False)
+        truth = np.array([int(r['ValueToPredict']) for r in rows])
+        pred = np.array([r['prediction'] for r in preds])
+        return float(np.mean([(pred[truth == c] == c).mean() for c in classes if (truth == c).any()]))
+
+    first_step, best = True, -1.0
     for epoch in range(1, epochs + 1):
         net.train()
         t0, losses = time.perf_counter(), []
@@ -181,21 +215,11 @@ def classify(cfg: dict, train_rows: list[dict], val_rows: list[dict], out: Path,
             losses.append(loss.item())
         train_s = time.perf_counter() - t0
 
-        net.eval()
-        t0, rows = time.perf_counter(), []
-        with torch.no_grad():
-            for row in val_rows:
-                probs = torch.softmax(net(torch.as_tensor(read(row['Channel_0'], dim)[0])[None]), 1)[0]
-                rows.append({'SubjectID': row['SubjectID'], 'prediction': classes[int(probs.argmax())],
-                             **{f'probability_{c}': float(p) for c, p in zip(classes, probs)}})
-        pred_dir = out / 'predictions' / f'epoch_{epoch}'; pred_dir.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(rows).to_csv(pred_dir / 'predictions.csv', index=False)
-        truth = np.array([int(r['ValueToPredict']) for r in val_rows])
-        pred = np.array([r['prediction'] for r in rows])
-        bacc = float(np.mean([(pred[truth == c] == c).mean() for c in classes if (truth == c).any()]))
+        t0 = time.perf_counter()
+        bacc = evaluate(val_rows, out / 'predictions' / f'epoch_{epoch}')
+        if bacc > best: best = bacc; torch.save(net.state_dict(), out / 'model_best.pt')
         end_epoch(log, epoch, losses, 'bacc', bacc, train_s, time.perf_counter() - t0)
-    torch.save(net.state_dict(), out / 'model_last.pt')
-    log(event='end', t=time.time())
+    test_best(net, out, log, test_rows, lambda: evaluate(test_rows, out / 'predictions' / 'testing'), 'bacc')
 
 
 if __name__ == '__main__':

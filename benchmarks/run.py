@@ -1,6 +1,11 @@
 """Run medlab, a plain MONAI loop and GaNDLF 0.1.5 on one seeded workload and compare them.
 
-    python benchmarks/run.py --workload seg2d|seg3d|cls2d [--systems medlab_api,medlab_defaults,medlab_papermill,monai,gandlf] [--epochs N] [--threads 1]
+    python benchmarks/run.py --workload seg2d|seg3d|cls2d [--systems medlab_api,medlab_defaults,medlab_papermill,monai,gandlf] [--epochs N] [--threads 1] [--repeats N]
+    python benchmarks/run.py --workload seg3d --startup 5 [--systems ...]   # start-up only: each system 5 times, stopped at its first step
+
+`--repeats N` runs the systems N times (interleaved: all systems once, then again) and reports the median of every
+figure; `--startup N` runs each system N times (interleaved) only until its first training step and reports the
+median, min and max start-up and the peak memory until then.
 
 Each system runs as a subprocess on the same data, the same split CSVs and the same settings (one
 medlab YAML per system, differing only in output_dir). While it runs the process tree's resident
@@ -60,6 +65,7 @@ MEASURE = {'seg2d': ('dice', 'dice'), 'seg3d': ('dice', 'dice'), 'cls2d': ('bacc
 SYSTEMS = ('medlab_api', 'medlab_defaults', 'medlab_papermill', 'monai', 'gandlf')
 GANDLF_VENV = WORK / 'gandlf-venv'
 GANDLF_CONFIGS = HERE / 'gandlf_configs'  # copies of /work/shared/bench/gandlf_*.yaml (GaNDLF 0.1.5 configs that train)
+GANDLF_BASE = {}  # workload -> the shared GaNDLF config it starts from, when not its own name (scaling.py adds its sizes)
 # GaNDLF's own validation figure kept as `own_<m>` (not comparable: see README); the cls2d column is checked below
 GANDLF_OWN = {'seg2d': 'val_dice', 'seg3d': 'val_dice', 'cls2d': 'val_balanced_accuracy'}
 
@@ -95,7 +101,7 @@ def write_gandlf_config(workload: str, run_dir: Path, epochs: int | None) -> Pat
     (so all systems train with the same numbers) and `save_output: true` (validation masks every epoch in
     `output_validation/epoch_<e>/<subject>/`). The split comes from the harness's CSVs (`-i train,val,test`), so
     GaNDLF's `nested_training` is unused. cls2d keeps `save_output: false` (see gandlf_probe.py)."""
-    cfg = yaml.safe_load((GANDLF_CONFIGS / f'gandlf_{workload}.yaml').read_text())
+    cfg = yaml.safe_load((GANDLF_CONFIGS / f"gandlf_{GANDLF_BASE.get(workload, workload)}.yaml").read_text())
     st = {**COMMON, **SETTINGS[workload]}
     for k in ('dimension', 'architecture', 'num_channels', 'class_list', 'base_filters', 'norm_type'):
         cfg['model'][k] = st['model'][k]
@@ -164,10 +170,34 @@ def tree_rss_dedup(proc: psutil.Process) -> int:
     return total + sum(private_bytes(k.pid) for k in kids)
 
 
-def run_system(system: str, workload: str, data: Path, epochs: int | None, threads: int | None) -> dict:
-    "Launch one system, poll it, and return its raw timings (absolute times from time.time())."
+def first_step_logged(system: str, run_dir: Path) -> float | None:
+    "The time (time.time()) the system logged for its first training step, once it has; else None."
+    path = {'gandlf': run_dir / 'events.jsonl', 'monai': run_dir / 'out' / 'log.jsonl'}.get(system, run_dir / 'out' / 'events.jsonl')
+    try: lines = path.read_text().splitlines()
+    except FileNotFoundError: return None
+    for line in lines:
+        try: e = json.loads(line)
+        except json.JSONDecodeError: continue  # a line being written
+        if e.get('event') == 'first_step': return e.get('t', e.get('time'))
+    return None
+
+
+def kill_tree(proc: psutil.Process):
+    "Kill a process and all its descendants."
+    try: procs = [*proc.children(recursive=True), proc]
+    except psutil.NoSuchProcess: return
+    for p in procs:
+        try: p.kill()
+        except psutil.NoSuchProcess: pass
+    psutil.wait_procs(procs, timeout=10)
+
+
+def run_system(system: str, workload: str, data: Path, epochs: int | None, threads: int | None,
+               until_first_step: bool = False, tag: str = '') -> dict:
+    """Launch one system, poll it, and return its raw timings (absolute times from time.time()). With
+    `until_first_step` it is killed as soon as it has logged its first training step (start-up runs)."""
     m, col = MEASURE[workload]
-    run_dir = WORK / 'runs' / workload / system
+    run_dir = WORK / 'runs' / workload / (system + tag)
     shutil.rmtree(run_dir, ignore_errors=True); run_dir.mkdir(parents=True)
     cfg = write_config(workload, data, run_dir, epochs, defaults=system == 'medlab_defaults')
     if system == 'gandlf': cfg = write_gandlf_config(workload, run_dir, epochs)
@@ -189,6 +219,11 @@ def run_system(system: str, workload: str, data: Path, epochs: int | None, threa
                 peak_dedup, last_dedup = max(peak_dedup, tree_rss_dedup(proc)), time.time()
             if not timeline or time.time() - launch - timeline[-1][0] >= 1.0:  # ~1 s resolution, for the JSON
                 timeline.append((round(time.time() - launch, 2), round(rss / 2**20, 1)))
+            if until_first_step and (t_first := first_step_logged(system, run_dir)):
+                kill_tree(proc); popen.wait()
+                return {'system': system, 'run_dir': str(run_dir), 'launch': launch, 'first_step': t_first,
+                        'startup_s': t_first - launch, 'peak_rss_mb': peak / 2**20, 'peak_rss_dedup_mb': peak_dedup / 2**20,
+                        'loadavg_1min_before': load_before, 'loadavg_1min_after': os.getloadavg()[0]}
             if medlab:  # snapshot each epoch's predictions as soon as its log row exists
                 log = out / 'logs_validation.csv'
                 if log.exists():
@@ -212,8 +247,9 @@ def run_system(system: str, workload: str, data: Path, epochs: int | None, threa
         res['epochs'] = [{'epoch': int(e), 'train_seconds': float(ts), 'val_seconds': float(vs), f'own_{m}': float(d),
                           't': epoch_t.get(int(e)), 'pred_dir': str(run_dir / 'snap' / f'epoch_{int(e)}')}
                          for e, ts, vs, d in zip(va.epoch, tr.seconds, va.seconds, va[col])]
-        metrics = json.loads((out / 'metrics.json').read_text()) if (out / 'metrics.json').exists() else {}
-        res['first_step'] = metrics.get('first_step_time')  # written by newer medlab; else only the estimate
+        res['first_step'] = first_step_logged(system, run_dir)  # medlab's events.jsonl
+        if res['first_step'] is None and (out / 'metrics.json').exists():  # medlab before events.jsonl
+            res['first_step'] = json.loads((out / 'metrics.json').read_text()).get('first_step_time')
     elif system == 'gandlf':
         events = [json.loads(l) for l in (run_dir / 'events.jsonl').read_text().splitlines()]
         at = lambda name: {e['epoch']: e['t'] for e in events if e['event'] == name}  # noqa: E731
@@ -294,6 +330,7 @@ def summarise(raw: dict, data: Path, threshold: float, m: str = 'dice') -> dict:
         'train_s_per_epoch': float(np.mean([e['train_seconds'] for e in eps])),
         'val_s_per_epoch': float(np.mean([e['val_seconds'] for e in eps])),
         'last_epoch_end_s': eps[-1]['t'] - launch if eps[-1]['t'] else None,
+        'after_last_epoch_s': raw['end'] - eps[-1]['t'] if eps[-1]['t'] else None,  # test split, plots, exit
         f'final_{m}': dices[-1] if dices else None, f'best_{m}': max(dices) if dices else None,
         'time_to_quality_s': min(reached) if reached else None,
         'per_epoch': [{k: e[k] for k in ('epoch', 'train_seconds', 'val_seconds', m, f'own_{m}')}
@@ -305,7 +342,7 @@ def summarise(raw: dict, data: Path, threshold: float, m: str = 'dice') -> dict:
 
 
 def columns(m: str = 'dice') -> list[str]:
-    return ['wall_s', 'startup_s', 'to_epoch1_s', 'train_s_per_epoch', 'val_s_per_epoch', 'last_epoch_end_s',
+    return ['wall_s', 'startup_s', 'to_epoch1_s', 'train_s_per_epoch', 'val_s_per_epoch', 'last_epoch_end_s', 'after_last_epoch_s',
             'peak_rss_mb', 'peak_rss_dedup_mb', f'final_{m}', f'best_{m}', 'time_to_quality_s']
 
 
@@ -353,6 +390,9 @@ def main():
     p.add_argument('--workload', default='seg2d', choices=list(SETTINGS))
     p.add_argument('--systems', default='medlab_api,monai', help=f'comma-separated, of {",".join(SYSTEMS)}')
     p.add_argument('--epochs', type=int, help='override the workload\'s number of epochs')
+    p.add_argument('--repeats', type=int, default=1, help='run the systems N times (interleaved) and report medians')
+    p.add_argument('--startup', type=int, default=0, metavar='N',
+                   help='start-up only: run each system N times (interleaved), each stopped at its first training step')
     p.add_argument('--threads', type=int, default=None,
                    help='OMP/MKL threads for every system (default: torch\'s own choice, one per core); '
                         'use 1 when other processes load the machine: 2 threads on 2 busy cores run ~10x slower')
@@ -362,19 +402,62 @@ def main():
     if 'gandlf' in systems: ensure_gandlf()
     data = workloads.generate(a.workload)
     threshold, m = QUALITY[a.workload], MEASURE[a.workload][0]
+    if a.startup: return startup_runs(a, systems, data)
+    runs = []  # every run of every repeat
+    for r in range(a.repeats):
+        for s in systems:
+            print(f'running {s} on {a.workload} (repeat {r + 1}/{a.repeats}) ...', flush=True)
+            runs.append(summarise(run_system(s, a.workload, data, a.epochs, a.threads), data, threshold, m) | {'repeat': r})
+            print(f"  wall {runs[-1]['wall_s']:.1f}s, start-up {runs[-1]['startup_s']}s, final {m} {runs[-1][f'final_{m}']}", flush=True)
+    rows = runs if a.repeats == 1 else medians(runs, systems, m)
+    report = table(rows, threshold, m)
+    if a.repeats > 1: report = f'medians over {a.repeats} runs per system\n' + report
+    print(report)
+    save_results(a, systems, {'threshold': threshold, 'repeats': a.repeats, 'results': rows, 'runs': runs, 'table': report})
+
+
+def save_results(a, systems: list[str], fields: dict, kind: str = ''):
+    WORK.joinpath('results').mkdir(parents=True, exist_ok=True)
+    path = WORK / 'results' / f"{a.workload}{kind}_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({'workload': a.workload, 'epochs': a.epochs, 'cpus': os.cpu_count(), 'threads': a.threads,
+                                'systems': systems, **fields}, indent=1))
+    print(f'results: {path}')
+
+
+def medians(runs: list[dict], systems: list[str], m: str) -> list[dict]:
+    "One row per system: the median over its runs of every figure (time to quality: median of those that reached it)."
     rows = []
     for s in systems:
-        print(f'running {s} on {a.workload} ...', flush=True)
-        rows.append(summarise(run_system(s, a.workload, data, a.epochs, a.threads), data, threshold, m))
-        print(f"  wall {rows[-1]['wall_s']:.1f}s, final {m} {rows[-1][f'final_{m}']}", flush=True)
-    report = table(rows, threshold, m)
+        df = pd.DataFrame([r for r in runs if r['system'] == s])[columns(m)].astype(float)
+        rows.append({'system': s, **df.median(skipna=True).to_dict(), 'n_runs': len(df)})
+    return rows
+
+
+def startup_runs(a, systems: list[str], data: Path):
+    "Start-up only: each system `a.startup` times (interleaved), stopped at its first step; median, min, max."
+    runs = []
+    for r in range(a.startup):
+        for s in systems:
+            res = run_system(s, a.workload, data, a.epochs, a.threads, until_first_step=True)
+            runs.append({k: v for k, v in res.items() if k in ('system', 'startup_s', 'peak_rss_mb', 'peak_rss_dedup_mb',
+                                                                'loadavg_1min_before')} | {'repeat': r})
+            print(f"  {s} run {r + 1}: start-up {res['startup_s']:.2f}s, peak {res['peak_rss_dedup_mb']:.0f} MB", flush=True)
+    df = pd.DataFrame(runs)
+    stats = df.groupby('system', sort=False).agg(startup_median_s=('startup_s', 'median'), startup_min_s=('startup_s', 'min'),
+                                                 startup_max_s=('startup_s', 'max'), runs=('startup_s', 'size'),
+                                                 peak_rss_dedup_mb=('peak_rss_dedup_mb', 'median'))
+    report = f'start-up to the first training step, {a.workload}, {a.startup} runs per system\n' + stats.to_string(float_format=lambda v: f'{v:.2f}')
+    for ref in ('gandlf', 'monai'):
+        if ref in stats.index:
+            ratio = stats['startup_median_s'] / stats.loc[ref, 'startup_median_s']
+            report += f'\n\nmedian start-up / {ref}:\n' + ratio.drop(ref).to_string(float_format=lambda v: f'{v:.2f}')
+    if 'gandlf' in stats.index:
+        report += '\n\ngoal (start-up <= 0.5x GaNDLF):\n' + '\n'.join(
+            f"  {s}: {stats.loc[s, 'startup_median_s'] / stats.loc['gandlf', 'startup_median_s']:.2f} -> "
+            f"{'MET' if stats.loc[s, 'startup_median_s'] <= 0.5 * stats.loc['gandlf', 'startup_median_s'] else 'MISSED'}"
+            for s in stats.index if s.startswith('medlab'))
     print(report)
-    WORK.joinpath('results').mkdir(parents=True, exist_ok=True)
-    path = WORK / 'results' / f"{a.workload}_{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({'workload': a.workload, 'threshold': threshold, 'epochs': a.epochs,
-                                'cpus': os.cpu_count(), 'threads': a.threads, 'systems': systems,
-                                'results': rows, 'table': report}, indent=1))
-    print(f'results: {path}')
+    save_results(a, systems, {'startup_runs': a.startup, 'runs': runs, 'table': report}, kind='_startup')
 
 
 if __name__ == '__main__':

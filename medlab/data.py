@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .config import ConfigError, DataFilesConfig, MedlabConfig, ModelConfig
-from .io import geometry_differences, read_image, read_info, squeeze_info, to_array
+from .io import geometry_differences, read_info, squeeze_info, voxel_values
 from .utils import closest
 
 # %% auto #0
@@ -113,13 +113,13 @@ def _subject_problems(s: Subject, model: ModelConfig, task: str = 'segmentation'
     if s.value is not None and task == 'classification' and s.value not in model.class_list:
         problems.append(f'{where}: ValueToPredict {s.value:g} is not in model.class_list {model.class_list}')
     if s.value is not None and not np.isfinite(s.value): problems.append(f'{where}: ValueToPredict is {s.value}')
-    for name, path, info in infos:
+    for name, path, info in infos:  # values in their stored type: unique on uint8 is ~5x faster than on float64
         if name == 'Label':
-            values = np.unique(to_array(read_image(path), np.float64))
+            values = np.unique(voxel_values(path))
             bad = [int(v) if float(v).is_integer() else v for v in sorted(set(values.tolist()) - set(model.class_list))]
             if bad: problems.append(f'{where}: Label has values {bad[:10]} outside model.class_list {model.class_list}: {path}')
         elif 'float' in info.pixel_type:
-            arr = to_array(read_image(path))
+            arr = voxel_values(path)
             if not np.isfinite(arr).all():
                 problems.append(f'{where}: {name} holds {int((~np.isfinite(arr)).sum())} NaN or infinite values: {path}')
     return problems

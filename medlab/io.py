@@ -14,8 +14,8 @@ import SimpleITK as sitk
 from .utils import atomic_path
 
 # %% auto #0
-__all__ = ['ImageInfo', 'read_image', 'read_info', 'squeeze_to', 'squeeze_info', 'to_array', 'to_image', 'write_image',
-           'geometry_differences']
+__all__ = ['ImageInfo', 'read_image', 'read_info', 'squeeze_to', 'squeeze_info', 'to_array', 'voxel_values', 'to_image',
+           'write_image', 'geometry_differences']
 
 # %% ../nbs/02_io.ipynb #9d41253b
 @dataclass(frozen=True)
@@ -88,6 +88,10 @@ def to_array(img: sitk.Image, dtype=np.float32) -> np.ndarray:
     if img.GetNumberOfComponentsPerPixel() == 1: arr = arr[None]
     else: arr = np.moveaxis(arr, -1, 0)
     return np.ascontiguousarray(arr.transpose(0, *range(arr.ndim - 1, 0, -1)), dtype=dtype)
+
+def voxel_values(path: str | Path) -> np.ndarray:
+    "Every value stored in an image, in its stored type and order (for value checks: no reordering, no conversion)."
+    return sitk.GetArrayFromImage(read_image(path))
 
 def to_image(arr: np.ndarray,                    # (x, y[, z]) or (1, x, y[, z])
              reference: sitk.Image | None = None # image whose spacing, origin and direction to copy

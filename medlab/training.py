@@ -5,7 +5,11 @@
 # %% ../nbs/11_training.ipynb #b5995326
 from __future__ import annotations
 
+import importlib
+import json
 import math
+import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +37,7 @@ from .utils import atomic_path, is_interactive, seed_everything, write_json_atom
 
 # %% auto #0
 __all__ = ['save_checkpoint', 'load_checkpoint', 'pick_device', 'progress_bar', 'memory_format', 'TrainResult',
-           'config_differences', 'Trainer', 'ImageTrainer', 'plot_curves', 'train']
+           'config_differences', 'Trainer', 'ImageTrainer', 'plot_curves', 'import_dynamo_in_background', 'train']
 
 # %% ../nbs/11_training.ipynb #b33ec049
 def save_checkpoint(path: Path, **state):
@@ -109,6 +113,7 @@ class Trainer:
         self.reader = SubjectReader(cfg, self.task)
         self.queue = PatchQueue(split['training'], cfg, self.reader, self.task)
         self.first_step_time = None
+        self.events = self.out / 'events.jsonl'
         self.postprocess = build_postprocessing(cfg.data_postprocessing, len(cfg.model.class_list))
         self.train_metrics = build_metrics(cfg.metrics, cfg.model.class_list)
         self.val_metrics = build_metrics(cfg.metrics, cfg.model.class_list)
@@ -184,7 +189,9 @@ class Trainer:
         start, losses = time.perf_counter(), []
         lr = self.optimizer.param_groups[0]['lr']
         for batch in progress_bar(self.queue.epoch(epoch), total=len(self.queue), desc=f'epoch {epoch} train', leave=False):
-            if self.first_step_time is None: self.first_step_time = time.time()
+            if self.first_step_time is None:
+                self.first_step_time = time.time()
+                self.log_event('first_step', at=self.first_step_time, epoch=epoch)
             losses.append(self.train_step(batch))
         return {'epoch': epoch, 'loss': float(np.mean(losses)), **self._scores(self.train_metrics),
                 'learning_rate': lr, 'seconds': time.perf_counter() - start}
@@ -229,6 +236,11 @@ class Trainer:
         return self.bad_epochs >= self.cfg.patience
 
     # -- files -------------------------------------------------------------------------------------------------
+    def log_event(self, event: str, at: float | None = None, **fields):
+        "Append one line to `events.jsonl`: the event, its time (`at`, default now) and `fields`; flushed at once."
+        line = json.dumps({'event': event, 'time': time.time() if at is None else at, **fields})
+        with open(self.events, 'a') as f: f.write(line + '\n')  # appending a line: a crash loses at most that line
+
     def save(self, name: str, epoch: int, metrics: dict, with_state: bool = False):
         "Write the weights (and with `with_state`, everything needed to resume) as `name`."
         state = dict(model=self.model.state_dict(), epoch=epoch, config=self.cfg.model_dump(mode='json'),
@@ -271,6 +283,7 @@ class Trainer:
             val_row = {'epoch': epoch, **scores, 'learning_rate': train_row['learning_rate'], 'seconds': seconds}
             epochs.set_postfix(loss=f"{train_row['loss']:.3f}", **{self.monitor: f'{val_row[self.monitor]:.3f}'})
             stopped = self.on_epoch_end(epoch, train_row, val_row)
+            self.log_event('epoch', epoch=epoch, **{self.monitor: val_row[self.monitor]}, stopped=stopped)
         epochs.close()
         return self.finish(stopped)
 
@@ -286,6 +299,7 @@ class Trainer:
                              len(self.logs['validation']), stopped, self.task, self.first_step_time)
         write_json_atomic(self.out / 'metrics.json', result.summary())
         if self.logs['validation']: plot_curves(self.out)
+        self.log_event('finished', best_epoch=self.best_epoch, stopped_early=stopped)
         return result
 
 # %% ../nbs/11_training.ipynb #0abfe3b3
@@ -355,10 +369,18 @@ def plot_curves(run_dir: str | Path) -> Path:
     return path
 
 # %% ../nbs/11_training.ipynb #a0813ea4
+def import_dynamo_in_background():
+    "Start importing `torch._dynamo` (which the first optimizer would import anyway) in a daemon thread."
+    if 'torch._dynamo' in sys.modules: return
+    threading.Thread(target=importlib.import_module, args=('torch._dynamo',), daemon=True,
+                     name='medlab-import-torch-dynamo').start()
+
 def train(cfg: MedlabConfig,       # the run's config, from `load_config` or built in Python
           resume: bool = True      # continue a stopped run in `cfg.output_dir`; False starts it over
          ) -> TrainResult:
     "Train a model as `cfg` says (the manifest decides the task) and write the run folder; returns the best validation metrics."
+    started = time.time()
+    import_dynamo_in_background()
     cfg = config_from_dict(cfg.model_dump(mode='json'), 'config')  # a private copy: the caller's may be edited by a panel
     out = Path(cfg.output_dir)
     latest = load_checkpoint(out / 'model_latest.pt') if resume and (out / 'model_latest.pt').exists() else None
@@ -368,7 +390,7 @@ def train(cfg: MedlabConfig,       # the run's config, from `load_config` or bui
     split = load_split(cfg)
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
-        for name in ('model_latest.pt', 'model_best.pt', 'model_initial.pt', 'metrics.json'):
+        for name in ('model_latest.pt', 'model_best.pt', 'model_initial.pt', 'metrics.json', 'events.jsonl'):
             (out / name).unlink(missing_ok=True)
     save_config(cfg, out / 'config.yaml')
     write_text_atomic(out / 'split.csv', split_table(split).to_csv(index=False))
@@ -377,5 +399,7 @@ def train(cfg: MedlabConfig,       # the run's config, from `load_config` or bui
     task = infer_task([s for subs in split.values() for s in subs], cfg)
     try:
         trainer = Trainer(cfg, split) if task == 'segmentation' else ImageTrainer(cfg, split, task=task)
+        trainer.log_event('start', at=started, task=task, resumed_from_epoch=latest['epoch'] if latest else None,
+                          subjects={k: len(v) for k, v in split.items()})
         return trainer.fit(latest)
     finally: set_track_meta(previous)
