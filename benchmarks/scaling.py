@@ -9,8 +9,10 @@ training set grows. Every system trains one epoch with the same small network an
 reading: BasicUNet with 8 base filters and instance norm, 32^3 patches, batch 4, 1 patch per volume, queue 64,
 Adam 1e-3, Dice loss, seed 0. Volumes are read from disk when their patches are drawn and never kept
 (`in_memory: false`), so the memory a system holds should not grow with N: its figure is the peak of the process
-tree (RSS of the process + private pages of its children, as run.py's `peak_rss_dedup_mb`), and "flat" means the
-peak at the largest N is within 10 % of the peak at the smallest. Runs go through run.py's `run_system`, so
+tree (RSS of the process + private pages of its children, as run.py's `peak_rss_dedup_mb`, over the whole run,
+validation and test scoring included), and "flat" means the peak at the largest N is within 10 % of the peak at
+the smallest; `peak_training_mb` is the largest RSS sample (every ~1 s) between the first step and the end of the
+training epoch, which is where N matters. Runs go through run.py's `run_system`, so
 start-up, wall time and seconds per epoch are measured the same way as there. Results:
 `_work/results/scaling_<time>.json` and a printed table.
 """
@@ -93,11 +95,13 @@ def main():
         for s in systems:
             print(f'running {s} on {n} volumes ...', flush=True)
             res = run.summarise(run.run_system(s, workload, folders[n], None, a.threads), folders[n], 0.5, 'dice')
+            train_end = res['last_epoch_end_s'] - res['val_s_per_epoch']  # one epoch: its validation starts here
+            res['peak_training_mb'] = max((mb for t, mb in res['rss_timeline_mb'] if res['startup_s'] <= t <= train_end), default=None)
             rows.append({'n_volumes': n, **res})
             print(f"  train {res['train_s_per_epoch']:.1f} s/epoch, peak {res['peak_rss_dedup_mb']:.0f} MB", flush=True)
     df = pd.DataFrame(rows)
     df['train_s_per_volume'] = df.train_s_per_epoch / df.n_volumes
-    cols = ['startup_s', 'train_s_per_epoch', 'train_s_per_volume', 'val_s_per_epoch', 'wall_s', 'peak_rss_mb',
+    cols = ['startup_s', 'train_s_per_epoch', 'train_s_per_volume', 'val_s_per_epoch', 'wall_s', 'peak_training_mb',
             'peak_rss_dedup_mb', 'final_dice']
     shown = df.set_index(['system', 'n_volumes'])[cols].sort_index()
     report = shown.to_string(float_format=lambda v: f'{v:.3f}' if v < 1.5 else f'{v:.1f}')
@@ -106,6 +110,8 @@ def main():
     for s in systems:
         a_, b_ = shown.loc[(s, lo), 'peak_rss_dedup_mb'], shown.loc[(s, hi), 'peak_rss_dedup_mb']
         report += f'\n  {s}: {b_:.0f} MB at {hi} / {a_:.0f} MB at {lo} = {b_ / a_:.2f} -> {"FLAT" if b_ / a_ <= 1.10 else "GROWS"}'
+        c_, d_ = shown.loc[(s, lo), 'peak_training_mb'], shown.loc[(s, hi), 'peak_training_mb']
+        report += f' (training only: {d_:.0f} / {c_:.0f} = {d_ / c_:.2f})'
     if 'monai' in systems:
         report += '\n\nmedlab / plain MONAI loop, per size (train s/epoch, peak dedup):'
         for n in sizes:

@@ -36,8 +36,8 @@ class SubjectReader:
         image = np.concatenate([to_array(squeeze_to(read_image(p), self.dimension)) for p in subject.channels])
         out = {'image': image, 'subject_id': subject.subject_id}
         if subject.label:
-            raw = to_array(squeeze_to(read_image(subject.label), self.dimension), np.int64)
-            label = np.zeros_like(raw)
+            raw = to_array(squeeze_to(read_image(subject.label), self.dimension), None)  # as stored
+            label = np.zeros(raw.shape, np.uint8 if len(self.lut) <= 256 else np.int32)
             for value, index in self.lut.items(): label[raw == value] = index
             out['label'] = label
         elif subject.value is not None:
@@ -74,9 +74,9 @@ class PatchQueue:
         self.augment = build_augmentation(cfg.augmentations, cfg.model.dimension, cfg.spatial_patch_size, keys)
 
     def _to_tensors(self, patch: dict) -> dict:
-        label = torch.as_tensor(np.asarray(patch['label']))
-        return {'image': torch.as_tensor(np.asarray(patch['image']), dtype=torch.float32),
-                'label': label.float() if self.task == 'regression' else label.long()}
+        "The patch as tensors of its own (`torch.tensor` copies): a view would keep its whole volume in memory."
+        label = torch.tensor(np.asarray(patch['label']), dtype=torch.float32 if self.task == 'regression' else torch.int64)
+        return {'image': torch.tensor(np.asarray(patch['image']), dtype=torch.float32), 'label': label}
 
     def epoch(self, epoch: int) -> DataLoader:
         "The batches of `epoch`: subjects in a seeded order, patches shuffled through the queue."

@@ -169,7 +169,7 @@ class Trainer:
         "Loss and post-processed class-index map of one whole subject; updates `metrics`."
         data = self.reader(subject)
         image = torch.as_tensor(data['image'])[None]
-        label = torch.as_tensor(data['label'])[None].to(self.device)
+        label = torch.as_tensor(data['label'])[None].to(self.device).long()
         logits = self.predict_logits(image)
         loss = float(self.loss_fn(logits, label))
         indices = self.postprocess(logits.argmax(1)).long()  # (1, x, y[, z])
