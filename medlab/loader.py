@@ -5,6 +5,8 @@
 # %% ../nbs/10_loader.ipynb #040bf63c
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from functools import lru_cache
 
 import numpy as np
@@ -72,6 +74,7 @@ class PatchQueue:
         self.sampler = patch_sampler(cfg, task)
         keys = ('image', 'label') if task == 'segmentation' else ('image',)
         self.augment = build_augmentation(cfg.augmentations, cfg.model.dimension, cfg.spatial_patch_size, keys)
+        self._started = None  # (epoch, iterator, thread, result) of `start`
 
     def _to_tensors(self, patch: dict) -> dict:
         "The patch as tensors of its own (`torch.tensor` copies): a view would keep its whole volume in memory."
@@ -88,7 +91,35 @@ class PatchQueue:
         augment.set_random_state(seed=(seed + 1) % 2**31)
         patches = PatchDataset([self.subjects[i] for i in order], read_and_sample, self.cfg.q_samples_per_volume, augment)
         queue = ShuffleBuffer(patches, buffer_size=self.cfg.q_max_length, seed=(seed + 2) % 2**31)
-        return DataLoader(queue, batch_size=self.cfg.batch_size, num_workers=self.cfg.q_num_workers)
+        # its own generator: making the iterator draws a seed, which must not come from (or shift) torch's global RNG
+        return DataLoader(queue, batch_size=self.cfg.batch_size, num_workers=self.cfg.q_num_workers,
+                          generator=torch.Generator().manual_seed((seed + 3) % 2**63))
+
+    def start(self, epoch: int):
+        """Begin reading `epoch`'s first batch in a background thread, so that reading overlaps other start-up work;
+        `batches(epoch)` continues from it. Only without loader processes (`q_num_workers: 0`), which read ahead anyway."""
+        if self.cfg.q_num_workers: return
+        batches, result = iter(self.epoch(epoch)), {}
+        def first():
+            try: result['batch'] = next(batches)
+            except StopIteration: pass
+            except BaseException as e: result['error'] = e  # raised where the batch is wanted
+        thread = threading.Thread(target=first, daemon=True, name='medlab-first-batch')
+        thread.start()
+        self._started = (epoch, batches, thread, result)
+
+    def batches(self, epoch: int) -> Iterator[dict]:
+        "The batches of `epoch`, continuing a `start(epoch)` when there was one."
+        started, self._started = self._started, None
+        if started is not None:
+            first_epoch, batches, thread, result = started
+            thread.join()  # also when discarded: two epochs must never draw from the shared transforms at once
+            if first_epoch == epoch:
+                if 'error' in result: raise result['error']
+                if 'batch' in result: yield result['batch']
+                yield from batches
+                return
+        yield from self.epoch(epoch)
 
     def __len__(self) -> int:
         "Batches per epoch."

@@ -108,10 +108,11 @@ class Trainer:
         self.model = self.model.to(memory_format=self.memory_format)
         self.loss_fn = build_loss(cfg.loss_function, cfg.model.final_layer)
         self.probabilities = activation(cfg.model.final_layer)
-        self.optimizer = build_optimizer(self.model.parameters(), cfg.learning_rate, cfg.optimizer)
-        self.scheduler = build_scheduler(self.optimizer, cfg.scheduler, cfg.num_epochs)
         self.reader = SubjectReader(cfg, self.task)
         self.queue = PatchQueue(split['training'], cfg, self.reader, self.task)
+        self.queue.start(1)  # read epoch 1's first batch while the optimizer waits for torch._dynamo (see `train`)
+        self.optimizer = build_optimizer(self.model.parameters(), cfg.learning_rate, cfg.optimizer)
+        self.scheduler = build_scheduler(self.optimizer, cfg.scheduler, cfg.num_epochs)
         self.first_step_time = None
         self.events = self.out / 'events.jsonl'
         self.postprocess = build_postprocessing(cfg.data_postprocessing, len(cfg.model.class_list))
@@ -188,7 +189,7 @@ class Trainer:
         torch.manual_seed(epoch_seed(self.cfg.seed, epoch))
         start, losses = time.perf_counter(), []
         lr = self.optimizer.param_groups[0]['lr']
-        for batch in progress_bar(self.queue.epoch(epoch), total=len(self.queue), desc=f'epoch {epoch} train', leave=False):
+        for batch in progress_bar(self.queue.batches(epoch), total=len(self.queue), desc=f'epoch {epoch} train', leave=False):
             if self.first_step_time is None:
                 self.first_step_time = time.time()
                 self.log_event('first_step', at=self.first_step_time, epoch=epoch)
