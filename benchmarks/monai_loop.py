@@ -127,31 +127,39 @@ def main():
         value = float(dice.aggregate()); dice.reset()
         return value
 
-    first_step, best = True, -1.0
-    for epoch in range(1, epochs + 1):
-        # -- training: lazily read volumes, spv random crops each, shuffled through a bounded buffer
-        net.train()
-        t0, losses = time.perf_counter(), []
+    def loader(epoch: int) -> DataLoader:
+        "Lazily read volumes in a seeded order, spv random crops each, shuffled through a bounded buffer."
         order = np.random.default_rng([seed, epoch]).permutation(len(train_rows))
         sampler.set_random_state(seed=seed + epoch)
         patches = PatchDataset([train_rows[i] for i in order], sampler, spv)
-        loader = DataLoader(ShuffleBuffer(patches, buffer_size=qlen, seed=seed + epoch), batch_size=bs, num_workers=0)
-        for batch in loader:
+        return DataLoader(ShuffleBuffer(patches, buffer_size=qlen, seed=seed + epoch), batch_size=bs, num_workers=0)
+
+    fit(net, opt, lambda batch: loss_fn(net(batch['image']), batch['label']), loader, evaluate, epochs, 'dice',
+        val_rows, test_rows, out, log)
+
+
+def fit(net, opt, batch_loss, loader, evaluate, epochs: int, name: str, val_rows: list[dict], test_rows: list[dict],
+        out: Path, log):
+    """Train `epochs` epochs on `loader(epoch)`'s batches, validate after each with `evaluate` (score `name`, higher is
+    better) keeping the best weights in `model_best.pt`, then score the test split with them."""
+    first_step, best = True, -1.0
+    for epoch in range(1, epochs + 1):
+        net.train()
+        t0, losses = time.perf_counter(), []
+        for batch in loader(epoch):
             if first_step:
                 log(event='first_step', t=time.time()); first_step = False
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(batch['image']), batch['label'])
+            loss = batch_loss(batch)
             loss.backward()
             opt.step()
             losses.append(loss.item())
         train_s = time.perf_counter() - t0
-
-        # -- validation: sliding window over whole images, foreground Dice of argmax masks
         t0 = time.perf_counter()
-        val_dice = evaluate(val_rows, out / 'predictions' / f'epoch_{epoch}')
-        if val_dice > best: best = val_dice; torch.save(net.state_dict(), out / 'model_best.pt')
-        end_epoch(log, epoch, losses, 'dice', val_dice, train_s, time.perf_counter() - t0)
-    test_best(net, out, log, test_rows, lambda: evaluate(test_rows, out / 'predictions' / 'testing'), 'dice')
+        value = evaluate(val_rows, out / 'predictions' / f'epoch_{epoch}')
+        if value > best: best = value; torch.save(net.state_dict(), out / 'model_best.pt')
+        end_epoch(log, epoch, losses, name, value, train_s, time.perf_counter() - t0)
+    test_best(net, out, log, test_rows, lambda: evaluate(test_rows, out / 'predictions' / 'testing'), name)
 
 
 def test_best(net, out: Path, log, test_rows: list[dict], evaluate, name: str):
@@ -199,28 +207,13 @@ def classify(cfg: dict, train_rows: list[dict], val_rows: list[dict], test_rows:
         pred = np.array([r['prediction'] for r in preds])
         return float(np.mean([(pred[truth == c] == c).mean() for c in classes if (truth == c).any()]))
 
-    first_step, best = True, -1.0
-    for epoch in range(1, epochs + 1):
-        net.train()
-        t0, losses = time.perf_counter(), []
+    def loader(epoch: int) -> DataLoader:
+        "Whole images in a seeded shuffled order."
         g = torch.Generator().manual_seed(seed * 1000 + epoch)
-        loader = DataLoader(train_ds, batch_size=bs, shuffle=True, generator=g, num_workers=0)
-        for batch in loader:
-            if first_step:
-                log(event='first_step', t=time.time()); first_step = False
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(batch['image']), batch['label'].long())
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        train_s = time.perf_counter() - t0
+        return DataLoader(train_ds, batch_size=bs, shuffle=True, generator=g, num_workers=0)
 
-        t0 = time.perf_counter()
-        bacc = evaluate(val_rows, out / 'predictions' / f'epoch_{epoch}')
-        if bacc > best: best = bacc; torch.save(net.state_dict(), out / 'model_best.pt')
-        end_epoch(log, epoch, losses, 'bacc', bacc, train_s, time.perf_counter() - t0)
-    test_best(net, out, log, test_rows, lambda: evaluate(test_rows, out / 'predictions' / 'testing'), 'bacc')
-
+    fit(net, opt, lambda batch: loss_fn(net(batch['image']), batch['label'].long()), loader, evaluate, epochs, 'bacc',
+        val_rows, test_rows, out, log)
 
 if __name__ == '__main__':
     main()

@@ -62,6 +62,7 @@ QUALITY = {'seg2d': 0.90, 'seg3d': 0.85, 'cls2d': 0.90}  # foreground Dice (seg)
 # The quality measure the benchmark scores from the written validation predictions: its short name in the JSON
 # (`final_<m>`, `best_<m>`, per epoch `<m>` and the system's own `own_<m>`) and medlab's log column for it.
 MEASURE = {'seg2d': ('dice', 'dice'), 'seg3d': ('dice', 'dice'), 'cls2d': ('bacc', 'balanced_accuracy')}
+SEED = 0  # the training seed of every system (--seed); the data are always generated with seed 0
 SYSTEMS = ('medlab_api', 'medlab_defaults', 'medlab_papermill', 'monai', 'gandlf')
 GANDLF_VENV = WORK / 'gandlf-venv'
 GANDLF_CONFIGS = HERE / 'gandlf_configs'  # copies of /work/shared/bench/gandlf_*.yaml (GaNDLF 0.1.5 configs that train)
@@ -91,6 +92,7 @@ def write_config(workload: str, data: Path, run_dir: Path, epochs: int | None, d
                         'testing': str(data / 'test.csv')},
            'output_dir': str(run_dir / 'out'), **settings}
     if epochs: cfg['num_epochs'] = epochs
+    cfg['seed'] = SEED
     path = run_dir / 'config.yaml'
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -203,7 +205,8 @@ def run_system(system: str, workload: str, data: Path, epochs: int | None, threa
     if system == 'gandlf': cfg = write_gandlf_config(workload, run_dir, epochs)
     out = run_dir / 'out'
     medlab = system.startswith('medlab')
-    env = {**os.environ, 'MEDLAB_HEADLESS': '1', 'PYTHONUNBUFFERED': '1', 'GANDLF_PROBE_LOG': str(run_dir / 'events.jsonl')}
+    env = {**os.environ, 'MEDLAB_HEADLESS': '1', 'PYTHONUNBUFFERED': '1', 'GANDLF_PROBE_LOG': str(run_dir / 'events.jsonl'),
+           'GANDLF_PROBE_SEED': str(SEED)}
     if threads:  # torch reads these at start-up; the same for every system
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     load_before = os.getloadavg()[0]
@@ -390,6 +393,7 @@ def main():
     p.add_argument('--workload', default='seg2d', choices=list(SETTINGS))
     p.add_argument('--systems', default='medlab_api,monai', help=f'comma-separated, of {",".join(SYSTEMS)}')
     p.add_argument('--epochs', type=int, help='override the workload\'s number of epochs')
+    p.add_argument('--seed', type=int, default=0, help='training seed of every system (default 0; the data stay the same)')
     p.add_argument('--repeats', type=int, default=1, help='run the systems N times (interleaved) and report medians')
     p.add_argument('--startup', type=int, default=0, metavar='N',
                    help='start-up only: run each system N times (interleaved), each stopped at its first training step')
@@ -398,6 +402,8 @@ def main():
                         'use 1 when other processes load the machine: 2 threads on 2 busy cores run ~10x slower')
     a = p.parse_args()
     systems = [s.strip() for s in a.systems.split(',') if s.strip()]
+    global SEED
+    SEED = a.seed
     if bad := [s for s in systems if s not in SYSTEMS]: p.error(f'unknown systems {bad}')
     if 'gandlf' in systems: ensure_gandlf()
     data = workloads.generate(a.workload)
@@ -419,7 +425,7 @@ def main():
 def save_results(a, systems: list[str], fields: dict, kind: str = ''):
     WORK.joinpath('results').mkdir(parents=True, exist_ok=True)
     path = WORK / 'results' / f"{a.workload}{kind}_{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({'workload': a.workload, 'epochs': a.epochs, 'cpus': os.cpu_count(), 'threads': a.threads,
+    path.write_text(json.dumps({'workload': a.workload, 'seed': a.seed, 'epochs': a.epochs, 'cpus': os.cpu_count(), 'threads': a.threads,
                                 'systems': systems, **fields}, indent=1))
     print(f'results: {path}')
 
