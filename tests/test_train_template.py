@@ -1,4 +1,4 @@
-"""templates/train.ipynb under papermill: it learns the 2D sample task, runs 3D, and builds its panel when asked."""
+"""templates/train.ipynb under papermill: it learns the 2D and 3D sample tasks and builds its panel when asked."""
 import json
 
 import nbformat
@@ -35,19 +35,22 @@ def test_train_2d_sample_reaches_dice(seg2d_csv, tmp_path):
     assert any('image/png' in o.get('data', {}) for o in outputs)
 
 
-def test_train_3d_smoke(tmp_path):
-    "A short 3D, two-channel run completes through the template and writes 3D predictions on the input grid."
-    csv = medlab.make_sample_data(tmp_path / 'data', dimension=3, n_subjects=5, size=32, num_channels=2)
+def test_train_3d_learns_and_predicts_on_the_input_grid(tmp_path):
+    "A 3D, two-channel, three-class run through the template learns (Dice) and writes predictions on the input grid."
+    csv = medlab.make_sample_data(tmp_path / 'data', dimension=3, n_subjects=12, size=32, num_channels=2)
     cfg = write_yaml(tmp_path / 'seg3d.yaml', {
         'data_csv': str(csv), 'output_dir': str(tmp_path / 'run'),
-        'model': {'dimension': 3, 'num_channels': 2, 'class_list': [0, 1, 2], 'base_filters': 4},
-        'patch_size': [32, 32, 32], 'batch_size': 2, 'num_epochs': 2, 'q_samples_per_volume': 2,
+        'model': {'dimension': 3, 'num_channels': 2, 'class_list': [0, 1, 2], 'base_filters': 8},
+        'patch_size': [32, 32, 32], 'batch_size': 2, 'num_epochs': 15, 'q_samples_per_volume': 2,
         'save_output': True, 'metrics': ['dice', 'dice_per_label']})
     run_template('train', tmp_path, config=str(cfg))
     metrics = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
-    assert metrics['epochs_run'] == 2 and 0 <= metrics['best']['dice'] <= 1
+    # seeds 0 and 1 of this data reached 0.74 and 0.83 (each class >= 0.72); a network that learnt nothing scores ~0
+    assert metrics['best']['dice'] >= 0.6, metrics
+    assert min(metrics['best']['dice_1'], metrics['best']['dice_2']) >= 0.5, metrics
+    split = pd.read_csv(tmp_path / 'run' / 'split.csv')
     preds = sorted((tmp_path / 'run' / 'predictions' / 'validation').glob('*_prediction.nii.gz'))
-    assert len(preds) == 1
+    assert len(preds) == (split.split == 'validation').sum() >= 1
     from medlab.io import read_image
     pred, ref = read_image(preds[0]), read_image(csv.parent / 'images' / preds[0].name.replace('_prediction', '_ch0'))
     assert pred.GetSize() == ref.GetSize() == (32, 32, 32)
