@@ -198,7 +198,6 @@ def run_system(system: str, workload: str, data: Path, epochs: int | None, threa
                until_first_step: bool = False, tag: str = '') -> dict:
     """Launch one system, poll it, and return its raw timings (absolute times from time.time()). With
     `until_first_step` it is killed as soon as it has logged its first training step (start-up runs)."""
-    m, col = MEASURE[workload]
     run_dir = WORK / 'runs' / workload / (system + tag)
     shutil.rmtree(run_dir, ignore_errors=True); run_dir.mkdir(parents=True)
     cfg = write_config(workload, data, run_dir, epochs, defaults=system == 'medlab_defaults')
@@ -241,19 +240,25 @@ def run_system(system: str, workload: str, data: Path, epochs: int | None, threa
     if popen.returncode != 0:
         raise RuntimeError(f'{system} failed (exit {popen.returncode}); see {run_dir}/stderr.txt:\n'
                            + (run_dir / 'stderr.txt').read_text()[-2000:])
-    res = {'system': system, 'run_dir': str(run_dir), 'launch': launch, 'end': end, 'peak_rss_mb': peak / 2**20,
-           'peak_rss_at_s': peak_t - launch if peak_t else None, 'rss_timeline_mb': timeline,
-           'peak_rss_dedup_mb': peak_dedup / 2**20,
-           'loadavg_1min_before': load_before, 'loadavg_1min_after': os.getloadavg()[0]}
-    if medlab:
+    return {'system': system, 'run_dir': str(run_dir), 'launch': launch, 'end': end, 'peak_rss_mb': peak / 2**20,
+            'peak_rss_at_s': peak_t - launch if peak_t else None, 'rss_timeline_mb': timeline,
+            'peak_rss_dedup_mb': peak_dedup / 2**20, 'first_step': first_step_logged(system, run_dir),
+            'loadavg_1min_before': load_before, 'loadavg_1min_after': os.getloadavg()[0],
+            **read_epochs(system, workload, run_dir, epoch_t)}
+
+
+def read_epochs(system: str, workload: str, run_dir: Path, epoch_t: dict[int, float]) -> dict:
+    """Each epoch's train and validation seconds, the system's own score, the time its validation result appeared
+    (`t`) and the folder of its validation predictions, from the system's own logs. `epoch_t`: when the poller saw
+    medlab's log rows (medlab's logs carry durations, not times)."""
+    m, col = MEASURE[workload]
+    out = run_dir / 'out'
+    if system.startswith('medlab'):
         tr, va = pd.read_csv(out / 'logs_training.csv'), pd.read_csv(out / 'logs_validation.csv')
-        res['epochs'] = [{'epoch': int(e), 'train_seconds': float(ts), 'val_seconds': float(vs), f'own_{m}': float(d),
-                          't': epoch_t.get(int(e)), 'pred_dir': str(run_dir / 'snap' / f'epoch_{int(e)}')}
-                         for e, ts, vs, d in zip(va.epoch, tr.seconds, va.seconds, va[col])]
-        res['first_step'] = first_step_logged(system, run_dir)  # medlab's events.jsonl
-        if res['first_step'] is None and (out / 'metrics.json').exists():  # medlab before events.jsonl
-            res['first_step'] = json.loads((out / 'metrics.json').read_text()).get('first_step_time')
-    elif system == 'gandlf':
+        return {'epochs': [{'epoch': int(e), 'train_seconds': float(ts), 'val_seconds': float(vs), f'own_{m}': float(d),
+                            't': epoch_t.get(int(e)), 'pred_dir': str(run_dir / 'snap' / f'epoch_{int(e)}')}
+                           for e, ts, vs, d in zip(va.epoch, tr.seconds, va.seconds, va[col])]}
+    if system == 'gandlf':
         events = [json.loads(l) for l in (run_dir / 'events.jsonl').read_text().splitlines()]
         at = lambda name: {e['epoch']: e['t'] for e in events if e['event'] == name}  # noqa: E731
         t0, v0, v1 = at('train_epoch_start'), at('val_start'), at('val_end')
@@ -261,18 +266,14 @@ def run_system(system: str, workload: str, data: Path, epochs: int | None, threa
         own_col = GANDLF_OWN[workload]
         own = dict(zip(va.epoch_no, va[own_col])) if own_col in va else {}
         # GaNDLF counts epochs from 0; the harness from 1. Its own Dice is soft and averages the background in.
-        res['epochs'] = [{'epoch': e + 1, 'train_seconds': v0[e] - t0[e], 'val_seconds': v1[e] - v0[e],
-                          f'own_{m}': float(own[e]) if e in own else None, 't': v1[e],
-                          'pred_dir': str(out / 'output_validation' / f'epoch_{e}')} for e in sorted(v1)]
-        res['first_step'] = next((e['t'] for e in events if e['event'] == 'first_step'), None)
-        res['events'] = events
-    else:
-        events = [json.loads(l) for l in (out / 'log.jsonl').read_text().splitlines()]
-        res['epochs'] = [{'epoch': e['epoch'], 'train_seconds': e['train_seconds'], 'val_seconds': e['val_seconds'],
-                          f'own_{m}': e[m], 't': e['t'], 'pred_dir': str(out / 'predictions' / f"epoch_{e['epoch']}")}
-                         for e in events if e['event'] == 'epoch']
-        res['first_step'] = next(e['t'] for e in events if e['event'] == 'first_step')
-    return res
+        return {'events': events,
+                'epochs': [{'epoch': e + 1, 'train_seconds': v0[e] - t0[e], 'val_seconds': v1[e] - v0[e],
+                            f'own_{m}': float(own[e]) if e in own else None, 't': v1[e],
+                            'pred_dir': str(out / 'output_validation' / f'epoch_{e}')} for e in sorted(v1)]}
+    events = [json.loads(l) for l in (out / 'log.jsonl').read_text().splitlines()]  # the MONAI loop
+    return {'epochs': [{'epoch': e['epoch'], 'train_seconds': e['train_seconds'], 'val_seconds': e['val_seconds'],
+                        f'own_{m}': e[m], 't': e['t'], 'pred_dir': str(out / 'predictions' / f"epoch_{e['epoch']}")}
+                       for e in events if e['event'] == 'epoch']}
 
 
 def foreground_dice(pred_dir: str, data: Path) -> float | None:

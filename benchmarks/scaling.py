@@ -84,6 +84,30 @@ def generate(sizes: list[int], float32: bool = False) -> dict[int, Path]:
     return folders
 
 
+def table(rows: list[dict], systems: list[str], sizes: list[int]) -> str:
+    "The figures per system and size, whether each system's memory stays flat, and medlab against the plain loop."
+    df = pd.DataFrame(rows)
+    df['train_s_per_volume'] = df.train_s_per_epoch / df.n_volumes
+    cols = ['startup_s', 'train_s_per_epoch', 'train_s_per_volume', 'val_s_per_epoch', 'wall_s', 'peak_training_mb',
+            'peak_rss_dedup_mb', 'final_dice']
+    shown = df.set_index(['system', 'n_volumes'])[cols].sort_index()
+    report = shown.to_string(float_format=lambda v: f'{v:.3f}' if v < 1.5 else f'{v:.1f}')
+    lo, hi = min(sizes), max(sizes)
+    report += '\n\nmemory flat (peak at the largest N within 10 % of the smallest):'
+    for s in systems:
+        a_, b_ = shown.loc[(s, lo), 'peak_rss_dedup_mb'], shown.loc[(s, hi), 'peak_rss_dedup_mb']
+        report += f'\n  {s}: {b_:.0f} MB at {hi} / {a_:.0f} MB at {lo} = {b_ / a_:.2f} -> {"FLAT" if b_ / a_ <= 1.10 else "GROWS"}'
+        c_, d_ = shown.loc[(s, lo), 'peak_training_mb'], shown.loc[(s, hi), 'peak_training_mb']
+        report += f' (training only: {d_:.0f} / {c_:.0f} = {d_ / c_:.2f})'
+    if 'monai' in systems:
+        report += '\n\nmedlab / plain MONAI loop, per size (train s/epoch, peak dedup):'
+        for n in sizes:
+            for s in [s for s in systems if s.startswith('medlab')]:
+                r = shown.loc[(s, n)] / shown.loc[('monai', n)]
+                report += f"\n  {s} N={n}: {r['train_s_per_epoch']:.2f}, {r['peak_rss_dedup_mb']:.2f}"
+    return report
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--sizes', default='16,64,256')
@@ -113,25 +137,7 @@ def main():
             print(f"  train {res['train_s_per_epoch']:.1f} s/epoch, peak {res['peak_rss_dedup_mb']:.0f} MB", flush=True)
     systems = [s for s in systems if not any(f == s for f, _ in failed)]
     rows = [r for r in rows if r['system'] in systems]
-    df = pd.DataFrame(rows)
-    df['train_s_per_volume'] = df.train_s_per_epoch / df.n_volumes
-    cols = ['startup_s', 'train_s_per_epoch', 'train_s_per_volume', 'val_s_per_epoch', 'wall_s', 'peak_training_mb',
-            'peak_rss_dedup_mb', 'final_dice']
-    shown = df.set_index(['system', 'n_volumes'])[cols].sort_index()
-    report = shown.to_string(float_format=lambda v: f'{v:.3f}' if v < 1.5 else f'{v:.1f}')
-    lo, hi = min(sizes), max(sizes)
-    report += '\n\nmemory flat (peak at the largest N within 10 % of the smallest):'
-    for s in systems:
-        a_, b_ = shown.loc[(s, lo), 'peak_rss_dedup_mb'], shown.loc[(s, hi), 'peak_rss_dedup_mb']
-        report += f'\n  {s}: {b_:.0f} MB at {hi} / {a_:.0f} MB at {lo} = {b_ / a_:.2f} -> {"FLAT" if b_ / a_ <= 1.10 else "GROWS"}'
-        c_, d_ = shown.loc[(s, lo), 'peak_training_mb'], shown.loc[(s, hi), 'peak_training_mb']
-        report += f' (training only: {d_:.0f} / {c_:.0f} = {d_ / c_:.2f})'
-    if 'monai' in systems:
-        report += '\n\nmedlab / plain MONAI loop, per size (train s/epoch, peak dedup):'
-        for n in sizes:
-            for s in [s for s in systems if s.startswith('medlab')]:
-                r = shown.loc[(s, n)] / shown.loc[('monai', n)]
-                report += f"\n  {s} N={n}: {r['train_s_per_epoch']:.2f}, {r['peak_rss_dedup_mb']:.2f}"
+    report = table(rows, systems, sizes)
     print(report)
     run.WORK.joinpath('results').mkdir(parents=True, exist_ok=True)
     path = run.WORK / 'results' / f"scaling_{time.strftime('%Y%m%d-%H%M%S')}.json"
