@@ -65,7 +65,7 @@ def read_info(path: str | Path) -> ImageInfo:
     return ImageInfo(tuple(img.GetSize()), tuple(img.GetSpacing()), tuple(img.GetOrigin()), tuple(img.GetDirection()),
                      components, sitk.GetPixelIDValueAsString(img.GetPixelID()))
 
-# %% ../nbs/02_io.ipynb #09e0f6e9
+# %% ../nbs/02_io.ipynb #0cb5a5f4
 def squeeze_to(img: sitk.Image, dimension: int) -> sitk.Image:
     "Drop trailing one-voxel axes until `img` has `dimension` axes."
     while img.GetDimension() > dimension and img.GetSize()[-1] == 1:
@@ -93,19 +93,21 @@ def voxel_values(path: str | Path) -> np.ndarray:
     "Every value stored in an image, in its stored type and order (for value checks: no reordering, no conversion)."
     return sitk.GetArrayFromImage(read_image(path))
 
-def to_image(arr: np.ndarray,                    # (x, y[, z]) or (1, x, y[, z])
-             reference: sitk.Image | None = None # image whose spacing, origin and direction to copy
+def to_image(arr: np.ndarray,                                # (x, y[, z]) or (1, x, y[, z])
+             reference: sitk.Image | ImageInfo | None = None # image (or header) whose spacing, origin and direction to copy
             ) -> sitk.Image:
     "A SimpleITK image of a single-channel array, on the geometry of `reference`."
-    if reference is not None and arr.ndim == reference.GetDimension() + 1: arr = arr[0]
+    if isinstance(reference, sitk.Image): reference = ImageInfo(tuple(reference.GetSize()), reference.GetSpacing(), reference.GetOrigin(),
+                                                                reference.GetDirection(), 1, '')
+    if reference is not None and arr.ndim == reference.dimension + 1: arr = arr[0]
     img = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(*range(arr.ndim - 1, -1, -1))))
     if reference is not None:
-        if img.GetSize() != reference.GetSize():
-            raise ValueError(f'array of size {img.GetSize()} cannot take the geometry of an image of size {reference.GetSize()}')
-        img.CopyInformation(reference)
+        if img.GetSize() != reference.size:
+            raise ValueError(f'array of size {img.GetSize()} cannot take the geometry of an image of size {reference.size}')
+        img.SetSpacing(reference.spacing); img.SetOrigin(reference.origin); img.SetDirection(reference.direction)
     return img
 
-def write_image(arr: np.ndarray, path: str | Path, reference: sitk.Image | None = None):
+def write_image(arr: np.ndarray, path: str | Path, reference: sitk.Image | ImageInfo | None = None):
     "Write `arr` to `path` (format from the ending) on `reference`'s geometry, atomically."
     path = Path(path)
     suffix = ''.join(path.suffixes[-2:]) if path.name.endswith('.nii.gz') else path.suffix

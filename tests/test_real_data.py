@@ -8,6 +8,7 @@ from medlab.config import ModelConfig
 from medlab.data import check_subjects, read_manifest
 from medlab.io import read_image, read_info, to_array, write_image
 from medlab.loader import SubjectReader
+from medlab.tasks import Segmentation
 from conftest import shared_data
 
 
@@ -18,7 +19,7 @@ def test_brain_mri_and_mask_load_on_one_grid(tmp_path):
     subjects = read_manifest(tmp_path / 'brain.csv')
     model = ModelConfig(dimension=3, class_list=[0, 1])
     check_subjects(subjects, model)  # the mask lies on the T1c grid and holds only 0 and 1
-    data = SubjectReader(medlab.MedlabConfig(model=model, patch_size=[64, 64, 16])).read(subjects[0])
+    data = SubjectReader({}, 3, Segmentation([0, 1])).read(subjects[0])
     assert data['image'].shape == (1, 256, 224, 26) and data['label'].shape == (1, 256, 224, 26)
     assert 0.02 < data['label'].mean() < 0.5  # a brain mask covers part of the field of view
     # a prediction written on the input's geometry carries its spacing, origin and direction

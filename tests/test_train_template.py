@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import medlab
-from medlab.training import load_checkpoint
+from medlab.run import load_checkpoint
 from conftest import TEMPLATES, run_template, write_yaml
 
 
