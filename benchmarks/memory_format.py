@@ -3,7 +3,7 @@ for batch and instance norm, in 2D (batch 8, 128^2) and 3D (batch 2, 64^3), on o
 
     python benchmarks/memory_format.py [--steps 4]
 
-Prints each time and the ratio channels-last / contiguous: the measurement behind `medlab.predict.memory_format`.
+Prints each time and the ratio channels-last / contiguous: the measurement behind `medlab.predictor.memory_format`.
 """
 import argparse
 import time

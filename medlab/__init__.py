@@ -6,14 +6,16 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/13_api.ipynb #90431df1
+# %% ../nbs/13_api.ipynb #bfc1dd42
 import importlib
 
 _NAMES = {
     'load_config': 'config', 'save_config': 'config', 'update_config': 'config', 'MedlabConfig': 'config',
     'ConfigError': 'config', 'DataError': 'data', 'make_sample_data': 'sample_data', 'train': 'training',
     'TrainResult': 'training', 'plot_curves': 'training', 'is_interactive': 'utils', 'config_panel': 'widgets', 'show_result': 'widgets',
-    'load_run': 'predict', 'Predictor': 'predict', 'RunFolder': 'run', 'Split': 'split', 'read_manifest': 'data',
+    'load_run': 'predictor', 'Predictor': 'predictor', 'RunFolder': 'run', 'Split': 'split', 'read_manifest': 'data',
+    'predict': 'infer', 'evaluate': 'evaluation', 'infer_panel': 'widgets', 'show_inference': 'widgets',
+    'show_prediction': 'viewer',
 }
 
 def __getattr__(name: str):

@@ -19,7 +19,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['closest', 'did_you_mean', 'Registry', 'atomic_path', 'write_text_atomic', 'write_json_atomic', 'seed_everything',
-           'import_monai', 'is_interactive']
+           'import_monai', 'is_interactive', 'progress_bar']
 
 # %% ../nbs/00_utils.ipynb #896341fe
 def closest(name: str,             # what the user wrote
@@ -101,8 +101,14 @@ def import_monai():
     finally:
         if declined and sys.modules.get('rfc3987_syntax', 0) is None: del sys.modules['rfc3987_syntax']
 
-# %% ../nbs/00_utils.ipynb #710ed77f
+# %% ../nbs/00_utils.ipynb #98a6f18f
 def is_interactive() -> bool:
     "True in a notebook kernel started by a Jupyter server, False under papermill, scripts and tests."
     if os.environ.get('MEDLAB_HEADLESS'): return False
     return bool(os.environ.get('JPY_SESSION_NAME'))
+
+def progress_bar(*args, **kwargs):
+    "tqdm as a widget in front of a person, as text under papermill and in terminals."
+    if is_interactive(): from tqdm.notebook import tqdm
+    else: from tqdm.std import tqdm
+    return tqdm(*args, **kwargs)
