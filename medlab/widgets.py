@@ -19,7 +19,7 @@ from .config import ConfigError, MedlabConfig, ModelConfig, format_errors, updat
 
 # %% auto #0
 __all__ = ['field_widget', 'Panel', 'ConfigPanel', 'show_result', 'config_panel', 'parameter_widget', 'parameter_value',
-           'ParameterPanel', 'show_inference', 'infer_panel']
+           'ParameterPanel', 'show_inference', 'infer_panel', 'show_kfold', 'kfold_panel']
 
 # %% ../nbs/12_widgets.ipynb #9eb86c81
 def _choices(model: type, name: str) -> list | None:
@@ -188,5 +188,34 @@ def infer_panel(**values) -> ParameterPanel:
         show_inference(result)
         return result
     panel = ParameterPanel(values, run, {'fusion': ['mean', 'vote'], 'checkpoint': ['best', 'latest']})
+    display(panel.widget)
+    return panel
+
+# %% ../nbs/12_widgets.ipynb #614c4d44
+def show_kfold(result):
+    "Display a k-fold run's summary, its results table and box plots."
+    display(result.summary_dict())
+    cols = [c for c in result.results.columns if c in ('fold', 'status', 'best_epoch') or c.startswith(('val_', 'test_'))]
+    display(result.results[cols].round(4))
+    display(result.summary.round(4))
+    png = Path(result.output_dir) / 'results.png'
+    if png.exists(): display(Image(filename=str(png)))
+
+def kfold_panel(config: str,                    # the base YAML
+                testing: int | None = None,     # outer folds; None: the YAML's nested_training.testing
+                validation: int | None = None,  # inner folds; None: the YAML's nested_training.validation
+                **values                        # data_csv, output_dir, executor, workers, scheduler, fusion
+               ) -> ParameterPanel:
+    "Show the k-fold panel (config, folds, data_csv, output_dir, executor, workers, ...) and return it."
+    from medlab.config import load_config
+    nested = load_config(config).nested_training
+    testing, validation = testing or nested.testing, validation or nested.validation
+    def run(config, testing, validation, **v):
+        from medlab.crossval import kfold
+        result = kfold(config, nested_training={'testing': testing, 'validation': validation}, **v)
+        show_kfold(result)
+        return result
+    panel = ParameterPanel({'config': config, 'testing': testing, 'validation': validation, **values}, run,
+                           {'executor': ['local', 'dask'], 'fusion': ['mean', 'vote']})
     display(panel.widget)
     return panel
