@@ -152,7 +152,7 @@ def _predict(self: Predictor, x,                       # image path, list of cha
 
 Predictor.predict = _predict
 
-# %% ../nbs/10b_predictor.ipynb #4faa5405
+# %% ../nbs/10b_predictor.ipynb #7a95f4a0
 class RunError(ValueError):
     "A run folder that cannot give a predictor."
 
@@ -188,7 +188,7 @@ def _from_run(cls, run: str | Path | RunFolder,   # the run folder
         first = str(e).split('\n\t')[1 if '\n\t' in str(e) else 0][:200]
         raise RunError(f'{run.checkpoint_path(checkpoint)} does not fit the network {run.config_file} describes '
                        f'({cfg.model.architecture}, {cfg.model.num_channels} channel(s), {task.outputs} output(s)): {first}') from None
-    return cls(model, cfg, task, device, source=str(run.checkpoint_path(checkpoint)))
+    return cls(model, cfg, task, device, source=str(run.checkpoint_path(checkpoint).resolve()))
 
 Predictor.from_run = classmethod(_from_run)
 

@@ -1,8 +1,10 @@
-"""End-to-end check of `templates/train.ipynb` in a real JupyterLab driven by headless Chromium.
+"""End-to-end checks of the templates in a real JupyterLab driven by headless Chromium.
 
-Opens the template, runs all cells, checks that medlab's config panel (`medlab.widgets.ConfigPanel`) renders
-with its controls, edits two controls (architecture, num_epochs), presses Run and waits for the run folder's
-`metrics.json` to show the edited number of epochs.
+train.ipynb: opens the template, runs all cells, checks that medlab's config panel (`medlab.widgets.ConfigPanel`)
+renders with its controls, edits two controls (architecture, num_epochs), presses Run and waits for the run
+folder's `metrics.json` to show the edited number of epochs. infer.ipynb and kfold.ipynb: the same machinery
+(`medlab.widgets.ParameterPanel`): edit the paths and folds in the panel, press Run, wait for the files and the
+results shown under the panel.
 
 Needs Debian's Chromium at /usr/bin/chromium and the Python `playwright` package (no `playwright install`):
     apt-get update && apt-get install -y chromium
@@ -27,7 +29,7 @@ import pytest
 
 CHROMIUM = Path('/usr/bin/chromium')
 REPO = Path(__file__).resolve().parents[1]
-TEMPLATE = REPO / 'templates' / 'train.ipynb'
+TEMPLATES = REPO / 'templates'
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
                  '--no-first-run', '--disable-sync', '--disable-dev-shm-usage']
 PANEL_LABELS = ['model.architecture', 'model.dimension', 'patch_size', 'num_epochs', 'learning_rate',
@@ -95,7 +97,7 @@ def lab(tmp_path):
     import medlab
     work = tmp_path / 'work'
     (work / 'configs').mkdir(parents=True)
-    shutil.copy(TEMPLATE, work / 'train.ipynb')
+    for name in ('train', 'infer', 'kfold'): shutil.copy(TEMPLATES / f'{name}.ipynb', work / f'{name}.ipynb')
     (work / 'configs' / 'seg2d_sample.yaml').write_text(YAML)   # the template's default `config` path
     medlab.make_sample_data(work / 'data', n_subjects=8, size=64)
 
@@ -139,27 +141,45 @@ def _control(page, label: str):
     return page.locator('.widget-inline-hbox').filter(
         has=page.locator('label.widget-label', has_text=re.compile(rf'^\s*{re.escape(label)}\s*$')))
 
+def _browser(p):
+    return p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+
+def _open_and_run_all(page, base: str, notebook: str):
+    "Open `notebook` in JupyterLab, wait for an idle connected kernel, and run all cells."
+    page.set_default_timeout(30_000)
+    page.goto(f'{base}/lab/tree/{notebook}', wait_until='domcontentloaded', timeout=60_000)
+    # ready: the status bar shows an idle kernel, and the server has a connected idle kernel
+    expect(page.locator('#jp-main-statusbar')).to_contain_text('| Idle', timeout=60_000)
+    def kernel_ready():
+        ss = _get_json(f'{base}/api/sessions')
+        return ss and all(s['kernel']['execution_state'] == 'idle' and s['kernel']['connections'] > 0 for s in ss)
+    _wait(kernel_ready, 60, 'an idle, connected kernel in /api/sessions')
+    page.locator('#jp-MainMenu .lm-MenuBar-item').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
+    page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
+
+def _set_text(page, label: str, value: str):
+    "Type `value` into the text control labelled `label` and leave it (ipywidgets syncs on change)."
+    box = _control(page, label).locator('input')
+    box.fill(value); box.press('Enter'); box.blur()
+    expect(box).to_have_value(value)
+
+def _json_file(path: Path):
+    if not path.exists(): return None
+    try: return json.loads(path.read_text())
+    except ValueError: return None
+
+def _screenshot_on_failure(page, tmp_path):
+    try: page.screenshot(path=str(tmp_path / 'failure.png'), full_page=True)
+    except Exception: pass
+
 def test_train_template_panel_in_jupyterlab(lab, tmp_path):
     base, work = lab
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        browser = _browser(p)
         try:
             page = browser.new_page(viewport={'width': 1400, 'height': 1000})
-            page.set_default_timeout(30_000)
             try:
-                page.goto(f'{base}/lab/tree/train.ipynb', wait_until='domcontentloaded', timeout=60_000)
-
-                # ready: the status bar shows an idle kernel, and the server has a connected idle kernel
-                expect(page.locator('#jp-main-statusbar')).to_contain_text('| Idle', timeout=60_000)
-                def kernel_ready():
-                    ss = _get_json(f'{base}/api/sessions')
-                    return ss and all(s['kernel']['execution_state'] == 'idle' and s['kernel']['connections'] > 0 for s in ss)
-                _wait(kernel_ready, 60, 'an idle, connected kernel in /api/sessions')
-
-                # Run > Run All Cells
-                page.locator('#jp-MainMenu .lm-MenuBar-item').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
-                page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
-
+                _open_and_run_all(page, base, 'train.ipynb')
                 # the panel: a dropdown with both architectures, every control, and a Run button
                 arch = _control(page, 'model.architecture').locator('select')
                 try: expect(arch).to_be_visible(timeout=90_000)
@@ -185,11 +205,7 @@ def test_train_template_panel_in_jupyterlab(lab, tmp_path):
                 run.click()
 
                 metrics = work / 'run' / 'metrics.json'
-                def finished():
-                    if not metrics.exists(): return None
-                    try: return json.loads(metrics.read_text())
-                    except ValueError: return None
-                try: summary = _wait(finished, 120, f'{metrics} after pressing Run', every=0.5)
+                try: summary = _wait(lambda: _json_file(metrics), 120, f'{metrics} after pressing Run', every=0.5)
                 except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
                 assert summary['epochs_run'] == 1, summary
                 assert Path(summary['output_dir']).resolve() == (work / 'run').resolve(), summary
@@ -203,8 +219,76 @@ def test_train_template_panel_in_jupyterlab(lab, tmp_path):
                 panel_message = page.locator('.widget-vbox .widget-html').first
                 assert 'color:#b00' not in (panel_message.inner_html() if panel_message.count() else '')
             except Exception:
-                try: page.screenshot(path=str(tmp_path / 'failure.png'), full_page=True)
-                except Exception: pass
+                _screenshot_on_failure(page, tmp_path)
+                raise
+        finally:
+            browser.close()
+
+
+def test_infer_template_panel_in_jupyterlab(lab, tmp_path):
+    "The inference panel predicts the sample data with a finished run and shows a prediction over its image."
+    base, work = lab
+    import medlab
+    cfg = medlab.load_config(work / 'configs' / 'seg2d_sample.yaml', output_dir=str(work / 'trained'), num_epochs=1)
+    medlab.train(cfg)
+    with sync_playwright() as p:
+        browser = _browser(p)
+        try:
+            page = browser.new_page(viewport={'width': 1400, 'height': 1200})
+            try:
+                _open_and_run_all(page, base, 'infer.ipynb')
+                fusion = _control(page, 'fusion').locator('select')
+                try: expect(fusion).to_be_visible(timeout=90_000)
+                except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+                for label in ('runs', 'data_csv', 'output_dir', 'fusion', 'device', 'checkpoint'):
+                    expect(_control(page, label)).to_have_count(1)
+                _set_text(page, 'runs', 'trained')
+                _set_text(page, 'data_csv', 'data/data.csv')
+                _set_text(page, 'output_dir', 'predicted')
+                fusion.select_option('vote')
+                page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
+                info = work / 'predicted' / 'inference.json'
+                try: written = _wait(lambda: _json_file(info), 120, f'{info} after pressing Run', every=0.5)
+                except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+                assert written['fusion'] == 'vote' and written['runs'] == [str((work / 'trained' / 'model_best.pt').resolve())], written
+                assert len(list((work / 'predicted').glob('*_prediction.nii.gz'))) == 8
+                # the scores and one prediction drawn over its image appear under the panel
+                expect(page.locator('.widget-output img')).to_have_count(1, timeout=60_000)
+                expect(page.locator('.widget-output')).to_contain_text('dice')
+            except Exception:
+                _screenshot_on_failure(page, tmp_path)
+                raise
+        finally:
+            browser.close()
+
+
+def test_kfold_template_panel_in_jupyterlab(lab, tmp_path):
+    "The k-fold panel runs two folds on two workers and shows each fold's line, the results and the box plots."
+    base, work = lab
+    with sync_playwright() as p:
+        browser = _browser(p)
+        try:
+            page = browser.new_page(viewport={'width': 1400, 'height': 1200})
+            try:
+                _open_and_run_all(page, base, 'kfold.ipynb')
+                executor = _control(page, 'executor').locator('select')
+                try: expect(executor).to_be_visible(timeout=90_000)
+                except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+                expect(_control(page, 'testing').locator('input')).to_have_value('1')      # the YAML's nested_training
+                _set_text(page, 'validation', '2')
+                _set_text(page, 'workers', '2')
+                _set_text(page, 'output_dir', 'kf')
+                page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
+                results = work / 'kf' / 'results.csv'
+                try: _wait(lambda: results.exists(), 180, f'{results} after pressing Run', every=0.5)
+                except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+                import pandas as pd
+                table = pd.read_csv(results)
+                assert list(table.fold) == ['outer_0/inner_0', 'outer_0/inner_1'] and (table.status == 'trained').all(), table
+                expect(page.locator('.widget-output')).to_contain_text('outer_0/inner_1: trained', timeout=30_000)
+                expect(page.locator('.widget-output img')).to_have_count(1, timeout=60_000)
+            except Exception:
+                _screenshot_on_failure(page, tmp_path)
                 raise
         finally:
             browser.close()

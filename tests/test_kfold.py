@@ -112,11 +112,19 @@ def test_a_failing_fold_leaves_the_others(blobs, tmp_path):
     assert len(result.failed) == 1
 
 
-def test_dask_local_cluster_runs_two_folds_on_two_workers(blobs, tmp_path):
-    cfg = small_config(blobs, tmp_path / 'kf', nested_training={'testing': 1, 'validation': 2})
-    result = medlab.kfold(write_yaml(tmp_path / 'kf.yaml', cfg.model_dump(mode='json')), executor='dask', workers=2)
-    assert (result.results.status == 'trained').all() and len(result.results) == 2
-    assert result.results.worker.nunique() == 2, result.results.worker
+def test_dask_local_cluster_runs_a_grid_on_two_workers(blobs, tmp_path):
+    "A grid of two learning rates, one fold each, on a Dask LocalCluster of two workers: each config gets its folder and row."
+    cfg = small_config(blobs, tmp_path / 'kf', nested_training={'testing': 1, 'validation': -2})
+    results = medlab.kfold(write_yaml(tmp_path / 'kf.yaml', cfg.model_dump(mode='json')), executor='dask', workers=2,
+                           grid={'learning_rate': [0.003, 0.001]})
+    assert sorted(results) == ['learning_rate=0.001', 'learning_rate=0.003']
+    rows = pd.concat([r.results for r in results.values()])
+    assert (rows.status == 'trained').all() and len(rows) == 2
+    assert rows.worker.nunique() == 2, rows.worker   # the two folds ran on the two workers
+    for name, lr in (('learning_rate=0.003', 0.003), ('learning_rate=0.001', 0.001)):
+        assert RunFolder(tmp_path / 'kf' / name / 'outer_0' / 'inner_0').config().learning_rate == lr
+    grid = pd.read_csv(tmp_path / 'kf' / 'grid_summary.csv')
+    assert set(grid.config) == set(results) and 'val_dice' in set(grid.metric)
 
 
 def test_kfold_refuses_bad_settings_before_any_fold(blobs, tmp_path):
