@@ -133,24 +133,34 @@ def _prediction(self: Predictor, subject_id: str, logits: torch.Tensor,  # (1, o
 
 Predictor.postprocessed, Predictor.decide, Predictor.prediction = _postprocessed, _decide, _prediction
 
-# %% ../nbs/10b_predictor.ipynb #51a68c04
+# %% ../nbs/10b_predictor.ipynb #c923d920
+def _read(self: Predictor, x) -> np.ndarray:
+    "The pre-processed image (C, x, y[, z]) of a path, list of channel paths, `Subject` or raw array."
+    if isinstance(x, (np.ndarray, torch.Tensor)):
+        arr = np.asarray(x, dtype=np.float32)
+        if arr.ndim == self.cfg.model.dimension: arr = arr[None]
+        image = self.reader.preprocess({'image': arr})['image']
+    else:
+        subject = as_subject(x)
+        image = self.reader(Subject(subject.subject_id, subject.channels))['image']  # the channels only: no target to read
+    return np.asarray(image, dtype=np.float32)
+
+def _predict_image(self: Predictor, image: np.ndarray,       # pre-processed (C, x, y[, z]), as `read` gives it
+                   subject_id: str = 'image', reference: ImageInfo | None = None) -> Prediction:
+    "Predict one pre-processed image; probabilities and labels on its grid."
+    if image.shape[0] != self.cfg.model.num_channels:
+        raise ValueError(f'{subject_id}: {image.shape[0]} channel(s) but the network takes {self.cfg.model.num_channels} (model.num_channels)')
+    return self.prediction(subject_id, self.logits(torch.as_tensor(image)[None]), reference)
+
 def _predict(self: Predictor, x,                       # image path, list of channel paths, Subject, or array (C, x, y[, z])
              subject_id: str | None = None             # the prediction's ID (default: the file name, or 'array')
             ) -> Prediction:
     "Predict one image; probabilities and labels on the input's grid."
-    if isinstance(x, (np.ndarray, torch.Tensor)):
-        arr = np.asarray(x, dtype=np.float32)
-        if arr.ndim == self.cfg.model.dimension: arr = arr[None]
-        image, reference, sid = self.reader.preprocess({'image': arr})['image'], None, subject_id or 'array'
-    else:
-        subject = as_subject(x, subject_id)
-        image, reference, sid = self.reader(subject)['image'], reference_info(subject, self.cfg.model.dimension), subject.subject_id
-    image = torch.as_tensor(np.asarray(image, dtype=np.float32))
-    if image.shape[0] != self.cfg.model.num_channels:
-        raise ValueError(f'{sid}: {image.shape[0]} channel(s) but the network takes {self.cfg.model.num_channels} (model.num_channels)')
-    return self.prediction(sid, self.logits(image[None]), reference)
+    if isinstance(x, (np.ndarray, torch.Tensor)): return self.predict_image(self.read(x), subject_id or 'array')
+    subject = as_subject(x, subject_id)
+    return self.predict_image(self.read(subject), subject.subject_id, reference_info(subject, self.cfg.model.dimension))
 
-Predictor.predict = _predict
+Predictor.read, Predictor.predict_image, Predictor.predict = _read, _predict_image, _predict
 
 # %% ../nbs/10b_predictor.ipynb #7a95f4a0
 class RunError(ValueError):
