@@ -186,13 +186,13 @@ def _transform_block(kind: str, known: dict[str, type[Strict]], extra: tuple[str
         return out
     return field_validator(kind, mode='before')(classmethod(check))
 
-# %% ../nbs/01_config.ipynb #b218c4e6
+# %% ../nbs/01_config.ipynb #b56452f0
 class InferenceConfig(Strict):
     "How whole images are predicted from patches (GaNDLF's `inference_mechanism`)."
-    grid_aggregator_overlap: Literal['crop', 'average', 'gaussian'] = 'average'  # how overlapping patches merge
+    grid_aggregator_overlap: Literal['crop', 'average', 'gaussian'] = 'average'  # overlapping windows: keep each one's centre, average, or weigh by a Gaussian
     patch_overlap: int = Field(0, ge=0)  # voxels shared by neighbouring patches
 
-# %% ../nbs/01_config.ipynb #53cd7c8a
+# %% ../nbs/01_config.ipynb #36d9dafd
 class MedlabConfig(Strict):
     "Everything a medlab training run needs; GaNDLF's keys plus medlab's `data_csv`, `output_dir`, `seed`."
     # medlab's own keys
@@ -252,6 +252,10 @@ class MedlabConfig(Strict):
             raise ValueError(f'patch_size {p} does not fit model.dimension {d}: give {want}')
         from medlab.models import check_patch_size
         check_patch_size(self.model.architecture, self.spatial_patch_size)
+        overlap = self.inference_mechanism.patch_overlap
+        if overlap >= min(self.spatial_patch_size):
+            raise ValueError(f'inference_mechanism.patch_overlap {overlap} must be smaller than every side of patch_size '
+                             f'{list(self.spatial_patch_size)} (neighbouring windows share that many voxels)')
         return self
 
     @property

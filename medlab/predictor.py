@@ -24,7 +24,8 @@ from .tasks import TASKS, Prediction, Task, build_task, task_problems
 from .transforms import build_postprocessing
 
 # %% auto #0
-__all__ = ['pick_device', 'memory_format', 'amp_dtype', 'reference_info', 'as_subject', 'Predictor', 'RunError', 'load_run']
+__all__ = ['pick_device', 'memory_format', 'amp_dtype', 'reference_info', 'as_subject', 'Predictor', 'crop_weights',
+           'window_overlaps', 'RunError', 'load_run']
 
 # %% ../nbs/10b_predictor.ipynb #dffd2d75
 def pick_device(accelerator: str = 'auto') -> torch.device:
@@ -56,7 +57,7 @@ def as_subject(x: str | Path | list | tuple | Subject, subject_id: str | None = 
     stem = paths[0].name.removesuffix('.gz').rsplit('.', 1)[0] if paths[0].suffix else paths[0].name
     return Subject(subject_id or stem, tuple(str(p.resolve()) for p in paths))
 
-# %% ../nbs/10b_predictor.ipynb #99b208ad
+# %% ../nbs/10b_predictor.ipynb #addabab5
 class Predictor:
     "A network with the task, pre- and post-processing of its run: whole images in, predictions on their grid out."
     def __init__(self, model: torch.nn.Module,       # the network (moved to `device`)
@@ -73,7 +74,7 @@ class Predictor:
         self.amp_dtype = amp_dtype(cfg.precision, cfg.model.amp, self.device)
         self.patch_size = cfg.spatial_patch_size
         self.overlap = cfg.inference_mechanism.patch_overlap           # voxels shared by neighbouring windows
-        self.blend = 'gaussian' if cfg.inference_mechanism.grid_aggregator_overlap == 'gaussian' else 'constant'
+        self.aggregation = cfg.inference_mechanism.grid_aggregator_overlap
 
     def __repr__(self) -> str:
         return f'Predictor({self.cfg.model.architecture}, {self.task.name}, {self.cfg.model.dimension}D, {self.device}, {self.source!r})'
@@ -83,16 +84,28 @@ class Predictor:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             return self.model(batch.to(self.device).contiguous(memory_format=self.memory_format)).float()
 
-# %% ../nbs/10b_predictor.ipynb #98c2fc85
+# %% ../nbs/10b_predictor.ipynb #5b44145f
 def _plain(t) -> torch.Tensor:
     "A plain tensor (MONAI gives `MetaTensor`s while it tracks metadata)."
     return t.as_tensor() if hasattr(t, 'as_tensor') else torch.as_tensor(t)
 
+def crop_weights(patch_size: tuple[int, ...], overlap: int) -> torch.Tensor:
+    "Sliding-window weights that keep each window's centre: 1 inside, 1e-6 in the `overlap // 2` voxels at each edge."
+    weights = torch.full(tuple(patch_size), 1e-6)
+    m = overlap // 2
+    weights[tuple(slice(m, p - m) for p in patch_size)] = 1.0
+    return weights
+
+def window_overlaps(patch_size: tuple[int, ...], overlap: int) -> list[float]:
+    "MONAI's overlap fractions for windows sharing `overlap` voxels on every axis."
+    return [max(0.0, overlap - 1e-6) / p for p in patch_size]
+
 @torch.no_grad()
 def _map_logits(self: Predictor, image: torch.Tensor) -> torch.Tensor:
-    overlap = min(0.9, self.overlap / min(self.patch_size))
+    blend = {'mode': 'gaussian'} if self.aggregation == 'gaussian' else {'mode': 'constant'}
+    if self.aggregation == 'crop' and self.overlap: blend['roi_weight_map'] = crop_weights(self.patch_size, self.overlap).to(self.device)
     return _plain(sliding_window_inference(image.to(self.device), self.patch_size, self.cfg.batch_size, self.forward,
-                                           overlap=overlap, mode=self.blend))
+                                           overlap=window_overlaps(self.patch_size, self.overlap), **blend))
 
 @torch.no_grad()
 def _image_logits(self: Predictor, image: torch.Tensor) -> torch.Tensor:
@@ -112,7 +125,7 @@ def _logits(self: Predictor, image: torch.Tensor   # (B, C, x, y[, z]), pre-proc
 
 Predictor.logits = _logits
 
-# %% ../nbs/10b_predictor.ipynb #df36248d
+# %% ../nbs/10b_predictor.ipynb #b7a8800a
 def _postprocessed(self: Predictor, decided: torch.Tensor) -> torch.Tensor:
     "Decided index maps (B, 1, ...) after the config's post-processing; other decisions as they are."
     if not (self.task.per_voxel and self.cfg.data_postprocessing): return decided
@@ -125,11 +138,11 @@ def _decide(self: Predictor, logits: torch.Tensor) -> torch.Tensor:
 def _prediction(self: Predictor, subject_id: str, logits: torch.Tensor,  # (1, outputs, ...) of one image
                 reference: ImageInfo | None = None, decided: torch.Tensor | None = None) -> Prediction:
     "The `Prediction` of one image from its logits (and its decision, when already made)."
-    decided = self.decide(logits) if decided is None else decided
+    probabilities = self.task.probabilities(logits)
+    decided = self.postprocessed(self.task.decide(probabilities)) if decided is None else decided
     labels = self.task.values(decided)[0]
     if self.task.per_voxel: labels = labels[0]   # drop the channel axis of the index map
-    probabilities = self.task.probabilities(logits)[0].float().cpu().numpy()
-    return Prediction(subject_id, probabilities, labels, reference)
+    return Prediction(subject_id, probabilities[0].float().cpu().numpy(), labels, reference)
 
 Predictor.postprocessed, Predictor.decide, Predictor.prediction = _postprocessed, _decide, _prediction
 

@@ -60,7 +60,7 @@ class Task:
 
     def __repr__(self) -> str: return f'{type(self).__name__}(class_list={self.class_list}, final_layer={self.final_layer!r})'
 
-# %% ../nbs/06a_tasks.ipynb #a64ec494
+# %% ../nbs/06a_tasks.ipynb #746e713e
 class Segmentation(Task):
     "A class for every voxel."
     name, per_voxel, target_column = 'segmentation', True, 'Label'
@@ -75,7 +75,7 @@ class Segmentation(Task):
 
     def decide(self, probabilities: torch.Tensor) -> torch.Tensor:
         "The most probable class index of each voxel, (B, 1, ...)."
-        return probabilities.argmax(1, keepdim=True)
+        return probabilities.max(1, keepdim=True).indices  # as argmax (the first of tied maxima), ~10x faster on maps here
 
     def one_hot(self, indices: torch.Tensor) -> torch.Tensor:
         "Class indices (B, 1, ...) as one-hot maps (B, C, ...)."
