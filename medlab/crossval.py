@@ -31,7 +31,7 @@ __all__ = ['EXECUTORS', 'template_path', 'FoldJob', 'plan_folds', 'notebook_erro
            'check_executor', 'run_jobs', 'fold_row', 'fused_row', 'summarize_results', 'plot_results', 'KFoldResult',
            'grid_configs', 'kfold']
 
-# %% ../nbs/11d_crossval.ipynb #455401e9
+# %% ../nbs/11d_crossval.ipynb #1a9c6d6e
 def template_path(name: str) -> Path:
     "The template notebook `name` (train, infer, kfold) of the repository medlab was installed from."
     path = Path(medlab.__file__).resolve().parent.parent / 'templates' / f'{name}.ipynb'
@@ -69,7 +69,7 @@ def plan_folds(cfg: MedlabConfig,   # the run's config: data_csv, nested_trainin
     task = run_task(cfg)
     subjects = read_manifest(cfg.data_csv)
     check_subjects(subjects, cfg.model, source=cfg.data_csv, task=task)
-    strata = [s.value for s in subjects] if task.name == 'classification' else None
+    strata = task.strata(subjects)
     folds = nested_folds(subjects, cfg.nested_training, cfg.seed, strata)
     output_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, output_dir / 'config.yaml')

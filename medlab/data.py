@@ -116,7 +116,7 @@ def target_problems(subjects: list[Subject], task: Task) -> list[str]:
     return [f"the config trains {task.name}, which learns from a '{task.target_column}' column, but the data has "
             + (f"'{other}' instead: give {task.target_column}, or set {fix}" if other else f'no {task.target_column} column')]
 
-# %% ../nbs/09_data.ipynb #a0d9a28f
+# %% ../nbs/09_data.ipynb #2d5b4c05
 def _subject_problems(s: Subject, model: ModelConfig, task: Task | None = None) -> list[str]:
     "Every problem with one subject's files, as lines that name the row and the file."
     where = f'line {s.row} ({s.subject_id})'
@@ -137,9 +137,7 @@ def _subject_problems(s: Subject, model: ModelConfig, task: Task | None = None) 
     for name, path, info in infos[1:]:
         diffs = geometry_differences(ref, info)
         if diffs: problems.append(f"{where}: {name} lies on another grid than {ref_name}: {'; '.join(diffs)} (resample it onto {ref_name}'s grid)")
-    if s.value is not None and task is not None and task.name == 'classification' and s.value not in model.class_list:
-        problems.append(f'{where}: ValueToPredict {s.value:g} is not in model.class_list {model.class_list}')
-    if s.value is not None and not np.isfinite(s.value): problems.append(f'{where}: ValueToPredict is {s.value}')
+    if s.value is not None and task is not None and (problem := task.value_problem(s.value)): problems.append(f'{where}: {problem}')
     for name, path, info in infos:  # values in their stored type: no float64 copy of each volume
         if name == 'Label':
             values = np.unique(voxel_values(path))

@@ -48,7 +48,7 @@ class SubjectReader:
 
     def __call__(self, subject: Subject) -> dict: return self.read(subject)
 
-# %% ../nbs/10_loader.ipynb #a5fa9370
+# %% ../nbs/10_loader.ipynb #a03414a3
 def patch_sampler(cfg: MedlabConfig, per_voxel: bool = True) -> Compose:
     "Pads a subject to at least one patch and draws `q_samples_per_volume` patches from it (and from its mask, `per_voxel`)."
     size, n = cfg.spatial_patch_size, cfg.q_samples_per_volume
@@ -68,7 +68,7 @@ class PatchQueue:
         self.subjects, self.cfg, self.reader = list(subjects), cfg, reader
         per_voxel = reader.task.per_voxel
         self.sampler = patch_sampler(cfg, per_voxel)
-        self.label_dtype = torch.float32 if reader.task.name == 'regression' else torch.int64
+        self.label_dtype = reader.task.target_dtype
         keys = ('image', 'label') if per_voxel else ('image',)
         self.augment = build_augmentation(cfg.augmentations, cfg.model.dimension, cfg.spatial_patch_size, keys)
         self._started = None  # (epoch, iterator, thread, result) of `start`

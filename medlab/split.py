@@ -111,7 +111,7 @@ def nested_folds(subjects: list[Subject], nested: NestedTrainingConfig, seed: in
     if any(not f.split.training or not f.split.validation or (k1 > 1 and not f.split.testing) for f in folds): raise too_few
     return folds
 
-# %% ../nbs/09a_split.ipynb #c271e6e7
+# %% ../nbs/09a_split.ipynb #05c33285
 def check_split(split: Split, cfg: MedlabConfig, task: Task, source: str = 'data') -> Split:
     "`split` when every subject is readable and fits the network and the task; else a `DataError` listing every problem."
     seen, clashes = {}, []
@@ -133,5 +133,5 @@ def load_split(cfg: MedlabConfig, task: Task) -> Split:
         return check_split(split, cfg, task, 'data_csv')
     subjects = read_manifest(cfg.data_csv)
     check_subjects(subjects, cfg.model, source=str(cfg.data_csv), task=task)
-    strata = [s.value for s in subjects] if task.name == 'classification' else None
+    strata = task.strata(subjects)
     return nested_folds(subjects, cfg.nested_training, cfg.seed, strata)[0].split

@@ -33,12 +33,13 @@ class Prediction:
     labels: np.ndarray | float              # class values (a map per voxel, or one per image), or the predicted number
     reference: sitk.Image | None = None     # the input's geometry, for maps; None for arrays given without one
 
-# %% ../nbs/06a_tasks.ipynb #400b043f
+# %% ../nbs/06a_tasks.ipynb #985a40d8
 class Task:
     "What differs between segmentation, classification and regression; subclasses fill it in."
     name: ClassVar[str]
     per_voxel: ClassVar[bool] = False           # a decision per voxel (a map) rather than one per image
     target_column: ClassVar[str] = 'ValueToPredict'
+    target_dtype: ClassVar[torch.dtype] = torch.int64   # targets in a batch: class indices, or numbers for regression
 
     def __init__(self, class_list: list[int],          # class values, background first; [] for regression
                  final_layer: str = 'softmax'):       # activation from logits to probabilities
@@ -57,6 +58,14 @@ class Task:
     def values(self, decided: torch.Tensor) -> np.ndarray:
         "Class indices to the class values of `class_list`."
         return np.asarray(self.class_list)[decided.cpu().numpy()]
+
+    def value_problem(self, value: float) -> str | None:
+        "What is wrong with a subject's `ValueToPredict` for this task, or None."
+        return None if np.isfinite(value) else f'ValueToPredict is {value}'
+
+    def strata(self, subjects: list) -> list | None:
+        "A group per subject that folds should deal evenly (classification: its class), or None."
+        return None
 
     def __repr__(self) -> str: return f'{type(self).__name__}(class_list={self.class_list}, final_layer={self.final_layer!r})'
 
@@ -94,7 +103,7 @@ class Segmentation(Task):
             write_image(labels.astype(np.uint8), path.with_name(f'{prediction.subject_id}_prediction.png'), prediction.reference)
         return {'SubjectID': prediction.subject_id, 'file': path.name}
 
-# %% ../nbs/06a_tasks.ipynb #9f3cf6ab
+# %% ../nbs/06a_tasks.ipynb #108f6a7b
 class Classification(Task):
     "One class per image."
     name = 'classification'
@@ -107,6 +116,12 @@ class Classification(Task):
         "The most probable class index of each image, (B,)."
         return probabilities.argmax(1)
 
+    def value_problem(self, value: float) -> str | None:
+        if value not in self.class_list: return f'ValueToPredict {value:g} is not in model.class_list {self.class_list}'
+        return super().value_problem(value)
+
+    def strata(self, subjects: list) -> list | None: return [s.value for s in subjects]
+
     def update(self, metrics: list, decided: torch.Tensor, target: torch.Tensor):
         for m in metrics: m.update(decided, target[:, 0])
 
@@ -117,7 +132,7 @@ class Classification(Task):
 
 class Regression(Task):
     "One number per image."
-    name = 'regression'
+    name, target_dtype = 'regression', torch.float32
 
     @property
     def outputs(self) -> int: return 1
