@@ -19,7 +19,7 @@ from .data import DataError, Subject, check_subjects, read_manifest, read_table,
 from .tasks import Task
 
 # %% auto #0
-__all__ = ['SPLITS', 'Split', 'deal', 'Fold', 'nested_folds', 'check_split', 'load_split']
+__all__ = ['SPLITS', 'Split', 'split_differences', 'deal', 'Fold', 'nested_folds', 'check_split', 'load_split']
 
 # %% ../nbs/09a_split.ipynb #a1b1b4fa
 SPLITS = ('training', 'validation', 'testing')
@@ -55,6 +55,20 @@ class Split:
         subjects = subjects_from_table(df, Path(csv), extra=('split',))
         by_id = dict(zip(df.SubjectID.str.strip(), df.split))
         return cls(*(tuple(s for s in subjects if by_id[s.subject_id] == k) for k in SPLITS))
+
+# %% ../nbs/09a_split.ipynb #60804ca6
+def split_differences(old: Split, new: Split) -> list[str]:
+    "One line per subject whose split, files or value differ between `old` and `new`."
+    where = lambda split: {s.subject_id: (k, s) for k, subs in split.items() for s in subs}
+    before, after = where(old), where(new)
+    lines = []
+    for sid in sorted(before.keys() | after.keys()):
+        if sid not in after: lines.append(f'{sid}: was in {before[sid][0]}, is gone'); continue
+        if sid not in before: lines.append(f'{sid}: is new (in {after[sid][0]})'); continue
+        (k0, s0), (k1, s1) = before[sid], after[sid]
+        if k0 != k1: lines.append(f'{sid}: was in {k0}, is now in {k1}')
+        elif (s0.channels, s0.label, s0.value) != (s1.channels, s1.label, s1.value): lines.append(f'{sid}: its files or value changed')
+    return lines
 
 # %% ../nbs/09a_split.ipynb #c196c117
 def deal(subjects: list[Subject],          # what to deal

@@ -47,12 +47,12 @@ def build_preprocessing(settings: dict) -> Compose:
     "The pre-processing pipeline for `cfg.data_preprocessing`, in the order written."
     return Compose([t for name, s in settings.items() for t in PREPROCESSORS[name](s)])
 
-# %% ../nbs/08_transforms.ipynb #b9f78bf1
+# %% ../nbs/08_transforms.ipynb #1cf1ec5b
 AUGMENTERS = Registry('augmentation')
 
 @AUGMENTERS.register('flip')
 def _flip(s, dim, keys):
-    return [RandFlipd(keys, prob=s.probability, spatial_axis=a) for a in s.axis if a < dim]
+    return [RandFlipd(keys, prob=s.probability, spatial_axis=a) for a in (range(dim) if s.axis is None else s.axis)]
 
 @AUGMENTERS.register('rotate_90')
 def _rotate_90(s, dim, keys):
