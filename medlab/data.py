@@ -43,10 +43,10 @@ class DataError(ValueError):
         shown = problems[:50] + ([f'... and {len(problems) - 50} more'] if len(problems) > 50 else [])
         super().__init__(f'{source}: {len(problems)} problem(s) in the data:\n' + '\n'.join(f'  - {p}' for p in shown))
 
-# %% ../nbs/09_data.ipynb #a3804f8e
+# %% ../nbs/09_data.ipynb #b451077b
 _CHANNEL = re.compile(r'^Channel_(\d+)$')
 
-def _column_problems(columns: list[str], target: bool, extra: tuple[str, ...]) -> list[str]:
+def _column_problems(columns: list[str], target: bool, extra: tuple[str, ...], images: bool = True) -> list[str]:
     "Unknown, missing or out-of-order columns."
     problems = []
     known = ['SubjectID', 'Label', 'ValueToPredict', *extra]
@@ -57,7 +57,7 @@ def _column_problems(columns: list[str], target: bool, extra: tuple[str, ...]) -
             problems.append(f"unknown column '{c}'" + (f"; did you mean '{best}'?" if best else
                             '; columns are SubjectID, Channel_0..Channel_N, and Label or ValueToPredict'))
     if 'SubjectID' not in columns: problems.append("missing column 'SubjectID'")
-    if not channels: problems.append("no image column: name them Channel_0, Channel_1, ...")
+    if not channels and images: problems.append("no image column: name them Channel_0, Channel_1, ...")
     elif channels != list(range(len(channels))): problems.append(f'channel columns must count 0..N without gaps, got {channels}')
     if target and 'Label' not in columns and 'ValueToPredict' not in columns:
         problems.append("missing column 'Label' (mask paths, for segmentation) or 'ValueToPredict'")
@@ -81,10 +81,11 @@ def read_table(csv: str | Path) -> pd.DataFrame:
 def subjects_from_table(df: pd.DataFrame,              # text cells, as `read_table` gives them
                         csv: Path,                     # the file it came from: relative paths resolve against its folder
                         target: bool = True,           # a Label or ValueToPredict column is required
-                        extra: tuple[str, ...] = ()    # other columns allowed (and ignored)
+                        extra: tuple[str, ...] = (),   # other columns allowed (and ignored)
+                        images: bool = True            # Channel_0.. are required (not for a table of truth only)
                        ) -> list[Subject]:
     "The subjects of a manifest table; raises `DataError` listing every problem."
-    problems = _column_problems(list(df.columns), target, extra)
+    problems = _column_problems(list(df.columns), target, extra, images)
     if problems: raise DataError(str(csv), problems)
     channel_cols = sorted((c for c in df.columns if _CHANNEL.match(c)), key=lambda c: int(c.split('_')[1]))
     subjects, seen = [], {}
@@ -108,11 +109,12 @@ def subjects_from_table(df: pd.DataFrame,              # text cells, as `read_ta
     if problems: raise DataError(str(csv), problems)
     return subjects
 
-def read_manifest(csv: str | Path,     # the manifest CSV
-                  target: bool = True  # False: Label and ValueToPredict are optional (data to predict)
+def read_manifest(csv: str | Path,      # the manifest CSV
+                  target: bool = True,  # False: Label and ValueToPredict are optional (data to predict)
+                  images: bool = True   # False: Channel_0.. are optional (the truth, to score predictions against)
                  ) -> list[Subject]:
     "The subjects of a manifest CSV; raises `DataError` for a malformed file, listing every problem."
-    return subjects_from_table(read_table(csv), Path(csv), target)
+    return subjects_from_table(read_table(csv), Path(csv), target, images=images)
 
 # %% ../nbs/09_data.ipynb #ec94f772
 def target_problems(subjects: list[Subject], task: Task) -> list[str]:

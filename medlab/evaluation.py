@@ -241,7 +241,7 @@ def _regression(truth: list[Subject], predicted: pd.DataFrame) -> Evaluation:
                                 'absolute_error': np.abs(pred - true), 'squared_error': (pred - true) ** 2})
     return Evaluation('regression', per_subject, _dataset_summary(regression_scores(true, pred), len(truth)))
 
-# %% ../nbs/11b_evaluation.ipynb #e8541694
+# %% ../nbs/11b_evaluation.ipynb #c3ac935f
 def evaluate(predictions: str | Path,              # a predictions.csv, or the folder that holds it
              truth: str | Path,                    # a manifest with Label (masks) or ValueToPredict
              class_list: list[int] | None = None,  # class values; default: those found in the truth and predictions
@@ -250,11 +250,13 @@ def evaluate(predictions: str | Path,              # a predictions.csv, or the f
             ) -> Evaluation:
     "Score predictions made by anything against the truth in a manifest (GaNDLF's `generate-metrics`)."
     predicted, folder = _read_predictions(predictions)
-    subjects = read_manifest(truth)
+    subjects = read_manifest(truth, images=False)
     _missing(subjects, predicted, str(truth))
-    if task is None:
-        if subjects[0].label: task = 'segmentation'
-        else: task = 'classification' if class_list or any(c.startswith('probability_') for c in predicted) else 'regression'
+    if task is None and subjects[0].label: task = 'segmentation'
+    elif task is None and (class_list or any(c.startswith('probability_') for c in predicted)): task = 'classification'
+    elif task is None:
+        raise ValueError(f'{predictions}: values without class probabilities may be classes or numbers: give '
+                         "task='classification' (or a class_list) or task='regression'")
     if task == 'segmentation': result = _segmentation(subjects, predicted, folder, class_list)
     elif task == 'classification': result = _classification(subjects, predicted, class_list)
     else: result = _regression(subjects, predicted)

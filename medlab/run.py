@@ -19,8 +19,8 @@ from .split import Split
 from .utils import atomic_path, remove_stale_temporaries, write_json_atomic, write_text_atomic
 
 # %% auto #0
-__all__ = ['CHECKPOINTS', 'LOG_KINDS', 'save_checkpoint', 'CheckpointError', 'load_checkpoint', 'RunLockedError', 'hold',
-           'RunFolder', 'is_run', 'find_runs']
+__all__ = ['CHECKPOINTS', 'LOG_KINDS', 'KEEP_ON_RESUME', 'save_checkpoint', 'CheckpointError', 'load_checkpoint',
+           'RunLockedError', 'hold', 'RunFolder', 'config_differences', 'is_run', 'find_runs']
 
 # %% ../nbs/10a_run.ipynb #fb95900d
 def save_checkpoint(path: Path, **state):
@@ -167,6 +167,13 @@ class RunFolder:
         "Append one line to `events.jsonl`: the event, its time (`at`, default now) and `fields`; flushed at once."
         line = json.dumps({'event': event, 'time': time.time() if at is None else at, **fields})
         with open(self.path / self.events_file, 'a') as f: f.write(line + '\n')  # a crash loses at most this line
+
+# %% ../nbs/10a_run.ipynb #4384ea47
+KEEP_ON_RESUME = {'num_epochs', 'patience', 'verbose', 'q_verbose', 'q_num_workers'}
+
+def config_differences(cfg: MedlabConfig, saved: dict) -> list[str]:
+    "Keys in which `cfg` differs from a saved config (a dict), apart from those a resumed run may change."
+    return sorted(k for k, v in cfg.model_dump(mode='json').items() if saved.get(k) != v and k not in KEEP_ON_RESUME)
 
 # %% ../nbs/10a_run.ipynb #e6f59bde
 def is_run(path: str | Path) -> bool:

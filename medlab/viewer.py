@@ -62,7 +62,7 @@ def overlay_figure(image: np.ndarray,             # (x, y) or (x, y, z)
     fig.tight_layout()
     return fig
 
-# %% ../nbs/12a_viewer.ipynb #801af71b
+# %% ../nbs/12a_viewer.ipynb #d7fc7656
 def show_figure(fig):
     "Display a matplotlib figure as a PNG and close it."
     import io
@@ -95,7 +95,10 @@ def show_prediction(image: str | Path,       # the input image (its first channe
             fig, ax = plt.subplots(figsize=(5, 5))
             _draw(ax, take_slice(arr, axis.value, index.value), take_slice(lab, axis.value, index.value), f'{title} {"xyz"[axis.value]} = {index.value}')
             show_figure(fig)
-    axis.observe(lambda _: setattr(index, 'value', at[axis.value]), 'value')
+    def jump(_):  # to the focus along the new axis (its range first, or the slider clamps the value)
+        index.max = arr.shape[axis.value] - 1
+        index.value = at[axis.value]
+    axis.observe(jump, 'value')
     index.observe(redraw, 'value'); axis.observe(redraw, 'value')
     redraw()
     box = widgets.VBox([widgets.HBox([axis, index]), out])

@@ -13,6 +13,7 @@ The test is skipped with a reason when either is missing.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -141,8 +142,18 @@ def _control(page, label: str):
     return page.locator('.widget-inline-hbox').filter(
         has=page.locator('label.widget-label', has_text=re.compile(rf'^\s*{re.escape(label)}\s*$')))
 
-def _browser(p):
-    return p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+@contextlib.contextmanager
+def _page(tmp_path, height: int = 1000):
+    "A page in headless Chromium; on failure a screenshot goes to tmp_path/failure.png."
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={'width': 1400, 'height': height})
+            try: yield page
+            except Exception:
+                _screenshot_on_failure(page, tmp_path)
+                raise
+        finally: browser.close()
 
 def _open_and_run_all(page, base: str, notebook: str):
     "Open `notebook` in JupyterLab, wait for an idle connected kernel, and run all cells."
@@ -174,55 +185,46 @@ def _screenshot_on_failure(page, tmp_path):
 
 def test_train_template_panel_in_jupyterlab(lab, tmp_path):
     base, work = lab
-    with sync_playwright() as p:
-        browser = _browser(p)
-        try:
-            page = browser.new_page(viewport={'width': 1400, 'height': 1000})
-            try:
-                _open_and_run_all(page, base, 'train.ipynb')
-                # the panel: a dropdown with both architectures, every control, and a Run button
-                arch = _control(page, 'model.architecture').locator('select')
-                try: expect(arch).to_be_visible(timeout=90_000)
-                except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
-                options = arch.locator('option').all_inner_texts()
-                assert {'unet', 'resunet'} <= {o.strip() for o in options}, options
-                assert page.locator('.widget-dropdown select').count() >= 1
-                for label in PANEL_LABELS:
-                    expect(_control(page, label)).to_have_count(1)
-                epochs = _control(page, 'num_epochs').locator('input')
-                expect(epochs).to_have_value('2')
-                expect(_control(page, 'data_csv').locator('input')).to_have_value(re.compile(r'data/data\.csv$'))
-                run = page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$'))
-                expect(run).to_have_count(1)
-                assert not (work / 'run' / 'metrics.json').exists(), 'the panel must not train before Run is pressed'
+    with _page(tmp_path) as page:
+        _open_and_run_all(page, base, 'train.ipynb')
+        # the panel: a dropdown with both architectures, every control, and a Run button
+        arch = _control(page, 'model.architecture').locator('select')
+        try: expect(arch).to_be_visible(timeout=90_000)
+        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        options = arch.locator('option').all_inner_texts()
+        assert {'unet', 'resunet'} <= {o.strip() for o in options}, options
+        assert page.locator('.widget-dropdown select').count() >= 1
+        for label in PANEL_LABELS:
+            expect(_control(page, label)).to_have_count(1)
+        epochs = _control(page, 'num_epochs').locator('input')
+        expect(epochs).to_have_value('2')
+        expect(_control(page, 'data_csv').locator('input')).to_have_value(re.compile(r'data/data\.csv$'))
+        run = page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$'))
+        expect(run).to_have_count(1)
+        assert not (work / 'run' / 'metrics.json').exists(), 'the panel must not train before Run is pressed'
 
-                # edit two controls, then press Run
-                arch.select_option('resunet')
-                epochs.fill('1')
-                epochs.press('Enter')
-                epochs.blur()
-                expect(epochs).to_have_value('1')
-                run.click()
+        # edit two controls, then press Run
+        arch.select_option('resunet')
+        epochs.fill('1')
+        epochs.press('Enter')
+        epochs.blur()
+        expect(epochs).to_have_value('1')
+        run.click()
 
-                metrics = work / 'run' / 'metrics.json'
-                try: summary = _wait(lambda: _json_file(metrics), 120, f'{metrics} after pressing Run', every=0.5)
-                except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
-                assert summary['epochs_run'] == 1, summary
-                assert Path(summary['output_dir']).resolve() == (work / 'run').resolve(), summary
-                import yaml
-                saved = yaml.safe_load((work / 'run' / 'config.yaml').read_text())
-                assert saved['num_epochs'] == 1, saved
-                assert saved['model']['architecture'] == 'resunet', saved['model']
+        metrics = work / 'run' / 'metrics.json'
+        try: summary = _wait(lambda: _json_file(metrics), 120, f'{metrics} after pressing Run', every=0.5)
+        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        assert summary['epochs_run'] == 1, summary
+        assert Path(summary['output_dir']).resolve() == (work / 'run').resolve(), summary
+        import yaml
+        saved = yaml.safe_load((work / 'run' / 'config.yaml').read_text())
+        assert saved['num_epochs'] == 1, saved
+        assert saved['model']['architecture'] == 'resunet', saved['model']
 
-                # the panel's output area shows the result (summary and training curves), and no error message
-                expect(page.locator('.widget-output img')).to_have_count(1, timeout=60_000)
-                panel_message = page.locator('.widget-vbox .widget-html').first
-                assert 'color:#b00' not in (panel_message.inner_html() if panel_message.count() else '')
-            except Exception:
-                _screenshot_on_failure(page, tmp_path)
-                raise
-        finally:
-            browser.close()
+        # the panel's output area shows the result (summary and training curves), and no error message
+        expect(page.locator('.widget-output img')).to_have_count(1, timeout=60_000)
+        panel_message = page.locator('.widget-vbox .widget-html').first
+        assert 'color:#b00' not in (panel_message.inner_html() if panel_message.count() else '')
 
 
 def test_infer_template_panel_in_jupyterlab(lab, tmp_path):
@@ -231,64 +233,46 @@ def test_infer_template_panel_in_jupyterlab(lab, tmp_path):
     import medlab
     cfg = medlab.load_config(work / 'configs' / 'seg2d_sample.yaml', output_dir=str(work / 'trained'), num_epochs=1)
     medlab.train(cfg)
-    with sync_playwright() as p:
-        browser = _browser(p)
-        try:
-            page = browser.new_page(viewport={'width': 1400, 'height': 1200})
-            try:
-                _open_and_run_all(page, base, 'infer.ipynb')
-                fusion = _control(page, 'fusion').locator('select')
-                try: expect(fusion).to_be_visible(timeout=90_000)
-                except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
-                for label in ('runs', 'data_csv', 'output_dir', 'fusion', 'device', 'checkpoint'):
-                    expect(_control(page, label)).to_have_count(1)
-                _set_text(page, 'runs', 'trained')
-                _set_text(page, 'data_csv', 'data/data.csv')
-                _set_text(page, 'output_dir', 'predicted')
-                fusion.select_option('vote')
-                page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
-                info = work / 'predicted' / 'inference.json'
-                try: written = _wait(lambda: _json_file(info), 120, f'{info} after pressing Run', every=0.5)
-                except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
-                assert written['fusion'] == 'vote' and written['runs'] == [str((work / 'trained' / 'model_best.pt').resolve())], written
-                assert len(list((work / 'predicted').glob('*_prediction.nii.gz'))) == 8
-                # the scores and one prediction drawn over its image appear under the panel
-                expect(page.locator('.widget-output img')).to_have_count(1, timeout=60_000)
-                expect(page.locator('.widget-output')).to_contain_text('dice')
-            except Exception:
-                _screenshot_on_failure(page, tmp_path)
-                raise
-        finally:
-            browser.close()
+    with _page(tmp_path, 1200) as page:
+        _open_and_run_all(page, base, 'infer.ipynb')
+        fusion = _control(page, 'fusion').locator('select')
+        try: expect(fusion).to_be_visible(timeout=90_000)
+        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        for label in ('runs', 'data_csv', 'output_dir', 'fusion', 'device', 'checkpoint'):
+            expect(_control(page, label)).to_have_count(1)
+        _set_text(page, 'runs', 'trained')
+        _set_text(page, 'data_csv', 'data/data.csv')
+        _set_text(page, 'output_dir', 'predicted')
+        fusion.select_option('vote')
+        page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
+        info = work / 'predicted' / 'inference.json'
+        try: written = _wait(lambda: _json_file(info), 120, f'{info} after pressing Run', every=0.5)
+        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        assert written['fusion'] == 'vote' and written['runs'] == [str((work / 'trained' / 'model_best.pt').resolve())], written
+        assert len(list((work / 'predicted').glob('*_prediction.nii.gz'))) == 8
+        # the scores and one prediction drawn over its image appear under the panel
+        expect(page.locator('.widget-output img')).to_have_count(1, timeout=60_000)
+        expect(page.locator('.widget-output')).to_contain_text('dice')
 
 
 def test_kfold_template_panel_in_jupyterlab(lab, tmp_path):
     "The k-fold panel runs two folds on two workers and shows each fold's line, the results and the box plots."
     base, work = lab
-    with sync_playwright() as p:
-        browser = _browser(p)
-        try:
-            page = browser.new_page(viewport={'width': 1400, 'height': 1200})
-            try:
-                _open_and_run_all(page, base, 'kfold.ipynb')
-                executor = _control(page, 'executor').locator('select')
-                try: expect(executor).to_be_visible(timeout=90_000)
-                except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
-                expect(_control(page, 'testing').locator('input')).to_have_value('1')      # the YAML's nested_training
-                _set_text(page, 'validation', '2')
-                _set_text(page, 'workers', '2')
-                _set_text(page, 'output_dir', 'kf')
-                page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
-                results = work / 'kf' / 'results.csv'
-                try: _wait(lambda: results.exists(), 180, f'{results} after pressing Run', every=0.5)
-                except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
-                import pandas as pd
-                table = pd.read_csv(results)
-                assert list(table.fold) == ['outer_0/inner_0', 'outer_0/inner_1'] and (table.status == 'trained').all(), table
-                expect(page.locator('.widget-output')).to_contain_text('outer_0/inner_1: trained', timeout=30_000)
-                expect(page.locator('.widget-output img')).to_have_count(1, timeout=60_000)
-            except Exception:
-                _screenshot_on_failure(page, tmp_path)
-                raise
-        finally:
-            browser.close()
+    with _page(tmp_path, 1200) as page:
+        _open_and_run_all(page, base, 'kfold.ipynb')
+        executor = _control(page, 'executor').locator('select')
+        try: expect(executor).to_be_visible(timeout=90_000)
+        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        expect(_control(page, 'testing').locator('input')).to_have_value('1')      # the YAML's nested_training
+        _set_text(page, 'validation', '2')
+        _set_text(page, 'workers', '2')
+        _set_text(page, 'output_dir', 'kf')
+        page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
+        results = work / 'kf' / 'results.csv'
+        try: _wait(lambda: results.exists(), 180, f'{results} after pressing Run', every=0.5)
+        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        import pandas as pd
+        table = pd.read_csv(results)
+        assert list(table.fold) == ['outer_0/inner_0', 'outer_0/inner_1'] and (table.status == 'trained').all(), table
+        expect(page.locator('.widget-output')).to_contain_text('outer_0/inner_1: trained', timeout=30_000)
+        expect(page.locator('.widget-output img')).to_have_count(1, timeout=60_000)
