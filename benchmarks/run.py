@@ -93,6 +93,7 @@ def write_config(workload: str, data: Path, run_dir: Path, epochs: int | None, d
            'output_dir': str(run_dir / 'out'), **settings}
     if epochs: cfg['num_epochs'] = epochs
     cfg['seed'] = SEED
+    cfg['export'] = {'enabled': False}  # training is compared here; no other system exports (benchmarks/export.py times that)
     path = run_dir / 'config.yaml'
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path

@@ -21,9 +21,9 @@ from .utils import closest, did_you_mean, write_text_atomic
 __all__ = ['Probability', 'PREPROCESSING', 'AUGMENTATION', 'POSTPROCESSING', 'Strict', 'registered', 'ModelConfig',
            'OptimizerConfig', 'SchedulerConfig', 'NestedTrainingConfig', 'DataFilesConfig', 'NoSettings',
            'ThresholdSettings', 'ClipSettings', 'RescaleSettings', 'Augmentation', 'FlipSettings', 'Rotate90Settings',
-           'NoiseSettings', 'BlurSettings', 'ContrastSettings', 'AffineSettings', 'InferenceConfig', 'MedlabConfig',
-           'ConfigError', 'format_errors', 'ConfigLoader', 'config_from_dict', 'load_config', 'update_config',
-           'config_to_yaml', 'save_config']
+           'NoiseSettings', 'BlurSettings', 'ContrastSettings', 'AffineSettings', 'InferenceConfig', 'ExportConfig',
+           'MedlabConfig', 'ConfigError', 'format_errors', 'ConfigLoader', 'config_from_dict', 'load_config',
+           'update_config', 'config_to_yaml', 'save_config']
 
 # %% ../nbs/01_config.ipynb #4080051c
 class Strict(BaseModel):
@@ -202,7 +202,18 @@ class InferenceConfig(Strict):
     grid_aggregator_overlap: Literal['crop', 'average', 'gaussian'] = 'average'  # overlapping windows: keep each one's centre, average, or weigh by a Gaussian
     patch_overlap: int = Field(0, ge=0)  # voxels shared by neighbouring patches
 
-# %% ../nbs/01_config.ipynb #e237b3e5
+# %% ../nbs/01_config.ipynb #350d0b15
+class ExportConfig(Strict):
+    "What `train` exports at the end of a run (into `output_dir/export/`)."
+    enabled: bool = True                                            # export when training ends
+    formats: list[Literal['openvino', 'onnx']] = Field(default_factory=lambda: ['openvino'])
+    precision: list[Literal['fp32', 'fp16', 'int8']] = Field(default_factory=lambda: ['fp32'])  # OpenVINO precisions
+
+    @field_validator('formats', 'precision', mode='before')
+    @classmethod
+    def _one_or_more(cls, v): return [v] if isinstance(v, str) else v
+
+# %% ../nbs/01_config.ipynb #47bfd320
 class MedlabConfig(Strict):
     "Everything a medlab training run needs; GaNDLF's keys plus medlab's `data_csv`, `output_dir`, `seed`."
     # medlab's own keys
@@ -240,6 +251,7 @@ class MedlabConfig(Strict):
     accelerator: Literal['auto', 'cpu', 'gpu', 'cuda'] = 'auto'
     devices: int | str = 1
     verbose: bool = False
+    export: ExportConfig = Field(default_factory=ExportConfig)  # the model exported at the end of training
 
     check_preprocessing = _transform_block('data_preprocessing', PREPROCESSING)
     check_augmentation = _transform_block('data_augmentation', AUGMENTATION, extra=('default_probability',))

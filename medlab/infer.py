@@ -42,10 +42,11 @@ def fuse(predictions: list[Prediction],   # one subject's predictions, one per m
     else: decided = task.decide(torch.from_numpy(probabilities)[None])
     return Prediction(predictions[0].subject_id, probabilities, task.labels(predictor.postprocessed(decided)), predictions[0].reference)
 
-# %% ../nbs/11c_infer.ipynb #d1d1b68e
+# %% ../nbs/11c_infer.ipynb #df76532f
 def load_predictors(runs,                      # a run folder, a folder of runs (k-fold), or a list of them
                     checkpoint: str = 'best',
-                    device: str | None = None
+                    device: str | None = None,
+                    backend: str = 'torch'       # or 'openvino': each run's FP32 export
                    ) -> list[Predictor]:
     "A predictor per run, checked to predict the same thing from the same input."
     found = find_runs(runs)
@@ -53,7 +54,7 @@ def load_predictors(runs,                      # a run folder, a folder of runs 
     for r in found:
         if r not in usable: print(f'{r.path}: skipped, it has no {r.checkpoint_path(checkpoint).name} (a run that stopped before its first epoch)')
     if not usable: raise RunError(f"none of the {len(found)} run(s) in {runs} has a {checkpoint} checkpoint: train them first")
-    predictors = [load_run(r.path, checkpoint, device) for r in usable]
+    predictors = [load_run(r.path, checkpoint, device, backend) for r in usable]
     first = predictors[0]
     key = lambda p: (p.task.name, p.task.class_list, p.cfg.model.dimension, p.cfg.model.num_channels)
     for p in predictors[1:]:
@@ -73,7 +74,7 @@ def predict_subject(predictors: list[Predictor], subject) -> list[Prediction]:
         out.append(p.predict_image(images[key], subject.subject_id, reference))
     return out
 
-# %% ../nbs/11c_infer.ipynb #17f83d6b
+# %% ../nbs/11c_infer.ipynb #23f6d386
 @dataclass
 class Inference:
     "What `predict` wrote: where, the predictions table, and the scores when the CSV had the truth."
@@ -94,10 +95,11 @@ def predict(runs,                                  # a run folder, a k-fold fold
             output_dir: str | Path,                # where predictions and scores are written
             fusion: str = 'mean',                  # 'mean' or 'vote' ('mean' only for regression)
             device: str | None = None,             # default: each run's accelerator ('auto': a GPU when there is one)
-            checkpoint: str = 'best'               # 'best' or 'latest'
+            checkpoint: str = 'best',              # 'best' or 'latest'
+            backend: str = 'torch'                 # or 'openvino': each run's FP32 export runs the network
            ) -> Inference:
     "Predict every subject of `data_csv` with the fusion of `runs`, write each on its input's grid, and score them where the truth is given."
-    predictors = load_predictors(runs, checkpoint, device)
+    predictors = load_predictors(runs, checkpoint, device, backend)
     first = predictors[0]
     check_fusion(fusion, first.task)
     subjects = read_manifest(data_csv, target=False)
@@ -108,7 +110,7 @@ def predict(runs,                                  # a run folder, a k-fold fold
     rows = [first.task.write(fuse(predict_subject(predictors, s), first, fusion), out) for s in progress_bar(subjects, desc='predict')]
     table = pd.DataFrame(rows)
     write_text_atomic(out / 'predictions.csv', table.to_csv(index=False))
-    write_json_atomic(out / 'inference.json', {'runs': [p.source for p in predictors], 'checkpoint': checkpoint, 'fusion': fusion,
+    write_json_atomic(out / 'inference.json', {'runs': [p.source for p in predictors], 'checkpoint': checkpoint, 'fusion': fusion, 'backend': backend,
                                                'data_csv': str(Path(data_csv).resolve()), 'medlab_version': medlab.__version__})
     evaluation = evaluate(out, data_csv, first.task.class_list or None, first.task.name, out) if scored else None
     return Inference(str(out), table, evaluation, [p.source for p in predictors], fusion)

@@ -175,7 +175,7 @@ def _predict(self: Predictor, x,                       # image path, list of cha
 
 Predictor.read, Predictor.predict_image, Predictor.predict = _read, _predict_image, _predict
 
-# %% ../nbs/10b_predictor.ipynb #82f6b943
+# %% ../nbs/10b_predictor.ipynb #2cafced8
 class RunError(ValueError):
     "A run folder that cannot give a predictor."
 
@@ -218,8 +218,16 @@ Predictor.from_run = classmethod(_from_run)
 def load_run(path: str | Path,                        # a run folder
              checkpoint: str = 'best',                 # 'best', 'latest' or 'initial'
              device: torch.device | str | None = None, # default: the run's `accelerator` ('auto': a GPU when there is one)
-             backend: str = 'torch'                    # the engine that runs the network
+             backend: str = 'torch',                   # the engine that runs the network: 'torch', or 'openvino' (an export of the run)
+             precision: str = 'fp32'                   # openvino: which export ('fp32', 'fp16', 'int8'; see `medlab.export`)
             ) -> Predictor:
     "A finished run as a predictor: its config, its weights and exactly the pre- and post-processing of its training."
-    if backend != 'torch': raise ValueError(f"backend '{backend}': only 'torch' is available in this version")
-    return Predictor.from_run(path, checkpoint, device)
+    if backend not in ('torch', 'openvino'): raise ValueError(f"backend '{backend}': use 'torch' or 'openvino'")
+    predictor = Predictor.from_run(path, checkpoint, device if backend == 'torch' else 'cpu')  # checks the folder either way
+    if backend == 'torch': return predictor
+    xml = RunFolder(path).path / 'export' / f'model_{precision}.xml'
+    if not xml.is_file():
+        raise RunError(f'{xml} not found: export the run first (medlab.export_run({str(path)!r}, precision={precision!r}), '
+                       'or train with export.enabled)')
+    from medlab.export import OpenVINONetwork
+    return Predictor(OpenVINONetwork(xml), predictor.cfg, predictor.task, 'cpu', source=str(xml.resolve()))

@@ -92,7 +92,7 @@ def hold(folder: Path, note=print):
     finally:
         if (_read_lock(path) or {}).get('pid') == os.getpid(): path.unlink(missing_ok=True)
 
-# %% ../nbs/10a_run.ipynb #511b43d3
+# %% ../nbs/10a_run.ipynb #99c79b51
 CHECKPOINTS = {'initial': 'model_initial.pt', 'latest': 'model_latest.pt', 'best': 'model_best.pt'}
 LOG_KINDS = ('training', 'validation')
 
@@ -136,9 +136,10 @@ class RunFolder:
 
     @property
     def finished(self) -> bool:
-        "True when the run ended (its last event is `finished`) and wrote its metrics."
-        events = self.events()
-        return bool(events) and events[-1]['event'] == 'finished' and (self.path / self.metrics_file).is_file()
+        "True when the run's latest start ended (a `finished` event after it) and wrote its metrics."
+        names = [e['event'] for e in self.events()]
+        last_start = max((i for i, n in enumerate(names) if n == 'start'), default=-1)
+        return 'finished' in names[last_start + 1:] and (self.path / self.metrics_file).is_file()
 
     # -- writing ---------------------------------------------------------------------------------------------
     def hold(self, note=print):
@@ -168,8 +169,8 @@ class RunFolder:
         line = json.dumps({'event': event, 'time': time.time() if at is None else at, **fields})
         with open(self.path / self.events_file, 'a') as f: f.write(line + '\n')  # a crash loses at most this line
 
-# %% ../nbs/10a_run.ipynb #4384ea47
-KEEP_ON_RESUME = {'num_epochs', 'patience', 'verbose', 'q_verbose', 'q_num_workers'}
+# %% ../nbs/10a_run.ipynb #9774d54a
+KEEP_ON_RESUME = {'num_epochs', 'patience', 'verbose', 'q_verbose', 'q_num_workers', 'export'}
 
 def config_differences(cfg: MedlabConfig, saved: dict) -> list[str]:
     "Keys in which `cfg` differs from a saved config (a dict), apart from those a resumed run may change."

@@ -14,7 +14,7 @@ from .io import to_image, write_image
 from .utils import write_text_atomic
 
 # %% auto #0
-__all__ = ['blob_subject', 'make_sample_data']
+__all__ = ['blob_subject', 'make_sample_data', 'make_localization_data']
 
 # %% ../nbs/03_sample_data.ipynb #5bdf86c2
 def blob_subject(shape: tuple[int, ...],        # voxels along x, y (, z)
@@ -73,6 +73,34 @@ def make_sample_data(folder: str | Path,      # where to write the images, masks
             row['Label'] = f'images/{sid}_mask.nii.gz'
         else: row['ValueToPredict'] = int(count > 1) if task == 'classification' else count
         rows.append(row)
+    csv = folder / 'data.csv'
+    write_text_atomic(csv, pd.DataFrame(rows).to_csv(index=False))
+    return csv
+
+# %% ../nbs/03_sample_data.ipynb #b6874ca8
+def make_localization_data(folder: str | Path,     # where to write images, region masks and `data.csv`
+                           dimension: int = 2,
+                           n_subjects: int = 48,
+                           size: int = 64,          # voxels per side
+                           square: int = 8,         # side of the class-1 square, in voxels
+                           seed: int = 0
+                          ) -> Path:
+    "Write a classification set whose class 1 differs only by a small square at a random place; returns the CSV."
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    shape, rows = (size,) * dimension, []
+    for i in range(n_subjects):
+        image, _ = blob_subject(shape, rng, blobs=(2, 2))
+        region = np.zeros(shape, np.uint8)
+        if i % 2:
+            corner = rng.integers(2, size - square - 2, dimension)
+            region[tuple(slice(c, c + square) for c in corner)] = 1
+            image[0][region == 1] += 3.0  # brighter than any blob (at most 1.2 + background): only the square tells the class
+        reference = to_image(region)
+        sid = f'sub{i:03d}'
+        write_image(image[0], folder / 'images' / f'{sid}.nii.gz', reference)
+        write_image(region, folder / 'regions' / f'{sid}.nii.gz', reference)
+        rows.append({'SubjectID': sid, 'Channel_0': f'images/{sid}.nii.gz', 'ValueToPredict': i % 2})
     csv = folder / 'data.csv'
     write_text_atomic(csv, pd.DataFrame(rows).to_csv(index=False))
     return csv

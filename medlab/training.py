@@ -35,7 +35,8 @@ from .tasks import Task, config_task
 from .utils import atomic_path, is_interactive, progress_bar, seed_everything
 
 # %% auto #0
-__all__ = ['TrainResult', 'EarlyStopping', 'Trainer', 'TrainingDiverged', 'plot_curves', 'import_dynamo_in_background', 'train']
+__all__ = ['TrainResult', 'EarlyStopping', 'Trainer', 'TrainingDiverged', 'plot_curves', 'import_dynamo_in_background',
+           'export_trained', 'train']
 
 # %% ../nbs/11_training.ipynb #a17c892c
 @dataclass
@@ -267,7 +268,7 @@ def plot_curves(run_dir: str | Path) -> Path:
     plt.close(fig)
     return path
 
-# %% ../nbs/11_training.ipynb #d71a352d
+# %% ../nbs/11_training.ipynb #bfba4661
 def import_dynamo_in_background():
     "Start importing `torch._dynamo` (which the first optimizer would import anyway) in a daemon thread."
     if 'torch._dynamo' in sys.modules: return
@@ -290,6 +291,15 @@ def _same_split(run: RunFolder, split: Split):
         raise RuntimeError(f'{run.path} was started on another split; the data now give {len(changed)} difference(s): '
                            + '; '.join(changed[:10]) + ('; ...' if len(changed) > 10 else '')
                            + '. Restore the data, or resume=False to start this run over on the new split')
+
+def export_trained(run: RunFolder, cfg: MedlabConfig):
+    "Export the finished run as `cfg.export` says (an `exported` event); a failure names the way to retry."
+    from medlab.export import export_run
+    try: result = export_run(run.path, formats=cfg.export.formats, precision=cfg.export.precision)
+    except Exception as e:
+        raise RuntimeError(f'the run finished and its results are in {run.path}, but exporting it failed ({type(e).__name__}: '
+                           f'{str(e)[:300]}); retry with medlab.export_run({str(run.path)!r}), or set export.enabled: false') from e
+    run.log_event('exported', files=[Path(f).name for f in result.table.file if f][1:])
 
 def train(cfg: MedlabConfig,                  # the run's config, from `load_config` or built in Python
           split: Split | str | Path | None = None,  # the subjects (a `Split` or a split.csv); None: from `data_csv`
@@ -314,7 +324,9 @@ def train(cfg: MedlabConfig,                  # the run's config, from `load_con
             trainer = Trainer(cfg, split, task, run)
             run.log_event('start', at=started, task=task.name, resumed_from_epoch=latest['epoch'] if latest else None,
                           subjects={k: len(v) for k, v in split.items()})
-            return trainer.fit(latest)
+            result = trainer.fit(latest)
+            if cfg.export.enabled and run.has('best'): export_trained(run, cfg)
+            return result
         except Exception as e:
             run.log_event('failed', error=f'{type(e).__name__}: {e}'[:500])
             raise

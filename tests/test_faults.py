@@ -241,5 +241,5 @@ def test_sigkill_at_a_dozen_points_resumes_to_the_uninterrupted_result(tmp_path)
     assert run('killed', 'never', 0) == 0
     assert comparable(tmp_path / 'killed') == reference
     events = [e['event'] for e in RunFolder(tmp_path / 'killed').events()]
-    assert events.count('start') == len(KILLS) + 1 and events[-1] == 'finished'
+    assert events.count('start') == len(KILLS) + 1 and events[-2:] == ['finished', 'exported']
     assert not list((tmp_path / 'killed').rglob('*.tmp')) and not (tmp_path / 'killed' / 'run.lock').exists()

@@ -98,7 +98,7 @@ def lab(tmp_path):
     import medlab
     work = tmp_path / 'work'
     (work / 'configs').mkdir(parents=True)
-    for name in ('train', 'infer', 'kfold'): shutil.copy(TEMPLATES / f'{name}.ipynb', work / f'{name}.ipynb')
+    for name in ('train', 'infer', 'kfold', 'cam'): shutil.copy(TEMPLATES / f'{name}.ipynb', work / f'{name}.ipynb')
     (work / 'configs' / 'seg2d_sample.yaml').write_text(YAML)   # the template's default `config` path
     medlab.make_sample_data(work / 'data', n_subjects=8, size=64)
 
@@ -276,3 +276,28 @@ def test_kfold_template_panel_in_jupyterlab(lab, tmp_path):
         assert list(table.fold) == ['outer_0/inner_0', 'outer_0/inner_1'] and (table.status == 'trained').all(), table
         expect(page.locator('.widget-output')).to_contain_text('outer_0/inner_1: trained', timeout=30_000)
         expect(page.locator('.widget-output img')).to_have_count(1, timeout=60_000)
+
+
+def test_cam_template_panel_in_jupyterlab(lab, tmp_path):
+    "The CAM panel maps two methods for the sample data and shows them side by side, with an opacity slider."
+    base, work = lab
+    import medlab
+    medlab.train(medlab.load_config(work / 'configs' / 'seg2d_sample.yaml', output_dir=str(work / 'trained'), num_epochs=1))
+    with _page(tmp_path, 1200) as page:
+        _open_and_run_all(page, base, 'cam.ipynb')
+        methods = _control(page, 'methods').locator('input')
+        try: expect(methods).to_be_visible(timeout=90_000)
+        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        _set_text(page, 'run', 'trained')
+        _set_text(page, 'data_csv', 'data/data.csv')
+        _set_text(page, 'output_dir', 'maps')
+        _set_text(page, 'methods', 'layercam, saliency')
+        page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
+        table = work / 'maps' / 'cam.csv'
+        try: _wait(lambda: table.exists(), 120, f'{table} after pressing Run', every=0.5)
+        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        import pandas as pd
+        assert sorted(set(pd.read_csv(table).method)) == ['layercam', 'saliency']
+        expect(page.locator('.widget-output img')).to_have_count(1, timeout=60_000)   # both maps in one figure
+        expect(_control(page, 'opacity')).to_have_count(1)
+        expect(_control(page, 'subject').locator('select')).to_have_count(1)
