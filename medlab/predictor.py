@@ -175,7 +175,7 @@ def _predict(self: Predictor, x,                       # image path, list of cha
 
 Predictor.read, Predictor.predict_image, Predictor.predict = _read, _predict_image, _predict
 
-# %% ../nbs/10b_predictor.ipynb #2cafced8
+# %% ../nbs/10b_predictor.ipynb #9ebb369a
 class RunError(ValueError):
     "A run folder that cannot give a predictor."
 
@@ -219,7 +219,7 @@ def load_run(path: str | Path,                        # a run folder
              checkpoint: str = 'best',                 # 'best', 'latest' or 'initial'
              device: torch.device | str | None = None, # default: the run's `accelerator` ('auto': a GPU when there is one)
              backend: str = 'torch',                   # the engine that runs the network: 'torch', or 'openvino' (an export of the run)
-             precision: str = 'fp32'                   # openvino: which export ('fp32', 'fp16', 'int8'; see `medlab.export`)
+             precision: str = 'fp32'                   # openvino: which export ('fp32', 'fp16', 'int8'; see `medlab.deploy`)
             ) -> Predictor:
     "A finished run as a predictor: its config, its weights and exactly the pre- and post-processing of its training."
     if backend not in ('torch', 'openvino'): raise ValueError(f"backend '{backend}': use 'torch' or 'openvino'")
@@ -229,5 +229,5 @@ def load_run(path: str | Path,                        # a run folder
     if not xml.is_file():
         raise RunError(f'{xml} not found: export the run first (medlab.export_run({str(path)!r}, precision={precision!r}), '
                        'or train with export.enabled)')
-    from medlab.export import OpenVINONetwork
+    from medlab.deploy import OpenVINONetwork
     return Predictor(OpenVINONetwork(xml), predictor.cfg, predictor.task, 'cpu', source=str(xml.resolve()))

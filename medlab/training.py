@@ -268,7 +268,7 @@ def plot_curves(run_dir: str | Path) -> Path:
     plt.close(fig)
     return path
 
-# %% ../nbs/11_training.ipynb #bfba4661
+# %% ../nbs/11_training.ipynb #9e5831f8
 def import_dynamo_in_background():
     "Start importing `torch._dynamo` (which the first optimizer would import anyway) in a daemon thread."
     if 'torch._dynamo' in sys.modules: return
@@ -294,7 +294,7 @@ def _same_split(run: RunFolder, split: Split):
 
 def export_trained(run: RunFolder, cfg: MedlabConfig):
     "Export the finished run as `cfg.export` says (an `exported` event); a failure names the way to retry."
-    from medlab.export import export_run
+    from medlab.deploy import export_run
     try: result = export_run(run.path, formats=cfg.export.formats, precision=cfg.export.precision)
     except Exception as e:
         raise RuntimeError(f'the run finished and its results are in {run.path}, but exporting it failed ({type(e).__name__}: '

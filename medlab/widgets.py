@@ -21,7 +21,8 @@ from .utils import is_interactive
 
 # %% auto #0
 __all__ = ['field_widget', 'Panel', 'ConfigPanel', 'show_result', 'config_panel', 'parameter_widget', 'parameter_value',
-           'ParameterPanel', 'show_inference', 'infer_panel', 'show_kfold', 'kfold_panel', 'show_cam', 'cam_panel']
+           'ParameterPanel', 'show_inference', 'infer_panel', 'show_kfold', 'kfold_panel', 'show_cam', 'cam_panel',
+           'show_export', 'export_panel']
 
 # %% ../nbs/12_widgets.ipynb #9eb86c81
 def _choices(model: type, name: str) -> list | None:
@@ -286,6 +287,22 @@ def cam_panel(**values) -> ParameterPanel:
         table = cam_csv(run, data_csv, output_dir, methods, None if target in (None, '') else float(target), layer or None)
         show_cam(table, output_dir, data_csv)
         return table
+    panel = ParameterPanel(values, run)
+    display(panel.widget)
+    return panel
+
+# %% ../nbs/12_widgets.ipynb #5f35a8ac
+def show_export(result):
+    "Display an export's table: format, precision, size, parity with torch, metric change, time per window."
+    display(result.table.drop(columns='file').round(6))
+
+def export_panel(**values) -> ParameterPanel:
+    "Show the export panel (run, output_dir, formats, precision, package_dir, bundle_dir) and return it."
+    def run(**v):
+        from medlab.deploy import export
+        result = export(**v)
+        show_export(result)
+        return result
     panel = ParameterPanel(values, run)
     display(panel.widget)
     return panel
