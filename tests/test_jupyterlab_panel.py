@@ -98,7 +98,7 @@ def lab(tmp_path):
     import medlab
     work = tmp_path / 'work'
     (work / 'configs').mkdir(parents=True)
-    for name in ('train', 'infer', 'kfold', 'cam'): shutil.copy(TEMPLATES / f'{name}.ipynb', work / f'{name}.ipynb')
+    for name in ('train', 'infer', 'kfold', 'cam', 'export'): shutil.copy(TEMPLATES / f'{name}.ipynb', work / f'{name}.ipynb')
     (work / 'configs' / 'seg2d_sample.yaml').write_text(YAML)   # the template's default `config` path
     medlab.make_sample_data(work / 'data', n_subjects=8, size=64)
 
@@ -301,3 +301,24 @@ def test_cam_template_panel_in_jupyterlab(lab, tmp_path):
         expect(page.locator('.widget-output img')).to_have_count(1, timeout=60_000)   # both maps in one figure
         expect(_control(page, 'opacity')).to_have_count(1)
         expect(_control(page, 'subject').locator('select')).to_have_count(1)
+
+
+def test_export_template_panel_in_jupyterlab(lab, tmp_path):
+    "The export panel exports a run as FP32 and FP16 and shows the parity table."
+    base, work = lab
+    import medlab
+    medlab.train(medlab.load_config(work / 'configs' / 'seg2d_sample.yaml', output_dir=str(work / 'trained'), num_epochs=1,
+                                    export={'enabled': False}))
+    with _page(tmp_path, 1200) as page:
+        _open_and_run_all(page, base, 'export.ipynb')
+        precision = _control(page, 'precision').locator('input')
+        try: expect(precision).to_be_visible(timeout=90_000)
+        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        _set_text(page, 'run', 'trained')
+        _set_text(page, 'precision', 'fp32, fp16')
+        page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
+        written = work / 'trained' / 'export' / 'export.json'
+        try: exports = _wait(lambda: _json_file(written), 120, f'{written} after pressing Run', every=0.5)
+        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        assert [e['precision'] for e in exports['exports'] if e['format'] == 'openvino'] == ['fp32', 'fp16'], exports
+        expect(page.locator('.widget-output table')).to_contain_text('relative_diff', timeout=30_000)
