@@ -26,7 +26,7 @@ from .utils import Registry, is_interactive, path_inside, progress_bar, write_te
 # %% auto #0
 __all__ = ['METHODS', 'LAYER_METHODS', 'DEFAULT_LAYERS', 'DEFAULT_METHOD', 'conv_layers', 'check_layer', 'RegionScore',
            'LayerCAM', 'guided', 'MapMethod', 'default_layer', 'Explanation', 'explain', 'overlay_png',
-           'write_explanation', 'cam', 'cam_csv']
+           'write_explanation', 'cam', 'cam_layers', 'cam_csv']
 
 # %% ../nbs/14_explain.ipynb #2bf47a7d
 def conv_layers(model: torch.nn.Module) -> list[str]:
@@ -260,7 +260,7 @@ def write_explanation(e: Explanation, output_dir: str | Path) -> dict:
     return {'SubjectID': e.subject_id, 'method': e.method, 'target': e.target, 'layer': e.layer,
             'prediction': e.prediction, 'score': round(e.score, 6), 'map': f'{e.subject_id}/{e.method}.nii.gz'}
 
-# %% ../nbs/14_explain.ipynb #2635e8c7
+# %% ../nbs/14_explain.ipynb #5fb41260
 def cam(run,                                     # a run folder (or a `Predictor` from `load_run`)
         x,                                       # image path, list of channel paths, Subject, or array (C, x, y[, z])
         method: str = DEFAULT_METHOD,
@@ -278,6 +278,11 @@ def cam(run,                                     # a run folder (or a `Predictor
         from medlab.io import read_image, squeeze_to, to_array
         region = to_array(squeeze_to(read_image(region), predictor.cfg.model.dimension), None)[0]
     return explain(predictor, image, method, target, layer, region, sid, ref)
+
+def cam_layers(run) -> list[str]:
+    "The convolutions of a run's network, in order: the names `layer` takes (any module name works; these are the useful ones)."
+    predictor = run if isinstance(run, Predictor) else load_run(run)
+    return conv_layers(predictor.model)
 
 def cam_csv(run, data_csv: str | Path, output_dir: str | Path,
             methods: list[str] | str = DEFAULT_METHOD, target: int | float | None = None, layer: str | None = None) -> pd.DataFrame:
