@@ -71,7 +71,8 @@ def random_run(name: str, case: Case) -> Path:
     "A run folder with the case's network at seeded random weights (written once)."
     import torch
     from medlab.config import MedlabConfig
-    from medlab.models import ARCHITECTURES, build_model
+    from medlab.catalog import ARCHITECTURES
+    from medlab.models import build_model
     from medlab.run import RunFolder
     from medlab.tasks import config_task
     seg = ARCHITECTURES[case.architecture].task == 'segmentation'

@@ -14,60 +14,46 @@ from monai.losses import DiceCELoss, DiceLoss, FocalLoss
 from .utils import Registry
 
 # %% auto #0
-__all__ = ['LOSSES', 'serves', 'dice_loss', 'dice_ce_loss', 'cross_entropy_loss', 'cross_entropy_image_loss', 'focal_loss',
-           'mse_loss', 'l1_loss', 'build_loss']
+__all__ = ['LOSSES', 'dice_loss', 'dice_ce_loss', 'cross_entropy_loss', 'cross_entropy_image_loss', 'focal_loss', 'mse_loss',
+           'l1_loss', 'build_loss']
 
-# %% ../nbs/05_losses.ipynb #f8e7be67
+# %% ../nbs/05_losses.ipynb #0f1f7714
 LOSSES = Registry('loss')
-
-def serves(*tasks: str):
-    "Mark a builder with the tasks it serves."
-    def deco(fn):
-        fn.tasks = frozenset(tasks)
-        return fn
-    return deco
 
 def _act(final_layer: str) -> dict:
     return {'sigmoid': True} if final_layer == 'sigmoid' else {'softmax': True}
 
 @LOSSES.register('dc')
-@serves('segmentation')
 def dice_loss(final_layer: str = 'softmax'):
     "Soft Dice over all classes."
     return DiceLoss(to_onehot_y=True, **_act(final_layer))
 
 @LOSSES.register('dcce')
-@serves('segmentation')
 def dice_ce_loss(final_layer: str = 'softmax'):
     "Soft Dice plus cross-entropy (binary cross-entropy per class with `sigmoid`)."
     return DiceCELoss(to_onehot_y=True, **_act(final_layer))
 
 @LOSSES.register('ce')
-@serves('segmentation')
 def cross_entropy_loss(final_layer: str = 'softmax'):
     "Cross-entropy of exclusive classes, per voxel."
     return lambda logits, label: F.cross_entropy(logits, label[:, 0].long())
 
 @LOSSES.register('cel')
-@serves('classification')
 def cross_entropy_image_loss(final_layer: str = 'softmax'):
     "Cross-entropy of exclusive classes, per image (GaNDLF's name for it)."
     return lambda logits, label: F.cross_entropy(logits, label[:, 0].long())
 
 @LOSSES.register('focal')
-@serves('segmentation')
 def focal_loss(final_layer: str = 'softmax'):
     "Focal loss, which down-weights voxels that are already right."
     return FocalLoss(to_onehot_y=True, use_softmax=final_layer != 'sigmoid')
 
 @LOSSES.register('mse')
-@serves('regression')
 def mse_loss(final_layer: str = 'none'):
     "Mean squared error of one predicted value per image."
     return lambda out, value: F.mse_loss(out[:, 0], value[:, 0].float())
 
 @LOSSES.register('l1')
-@serves('regression')
 def l1_loss(final_layer: str = 'none'):
     "Mean absolute error of one predicted value per image."
     return lambda out, value: F.l1_loss(out[:, 0], value[:, 0].float())
