@@ -10,65 +10,177 @@ from dataclasses import dataclass
 from .utils import Registry
 
 # %% auto #0
-__all__ = ['SEG', 'IMAGE', 'CLS', 'REG', 'ARCHITECTURES', 'LOSSES', 'METRICS', 'OPTIMIZERS', 'SCHEDULERS', 'ArchitectureInfo',
-           'LossInfo', 'MetricInfo', 'check_patch_size']
+__all__ = ['SEG', 'IMAGE', 'CLS', 'REG', 'SEG_ONLY', 'SEG_CLS', 'ARCHITECTURES', 'LOSSES', 'METRICS', 'OPTIMIZERS', 'SCHEDULERS',
+           'ArchitectureInfo', 'LossInfo', 'MetricInfo', 'OptimizerInfo', 'SchedulerInfo', 'task_name', 'canonical',
+           'check_patch_size']
 
-# %% ../nbs/01a_catalog.ipynb #cc1354a6
+# %% ../nbs/01a_catalog.ipynb #4b073891
 @dataclass(frozen=True)
 class ArchitectureInfo:
     "What a network is, before it is built."
     task: str                 # 'segmentation' (a map per class) or 'image' (a vector per image: classification, regression)
     patch_multiple: int       # each side of a patch must be a multiple of this (the network halves it log2 times)
     description: str = ''
+    dimensions: tuple = (2, 3)  # the spatial dimensions it is defined for
 
 @dataclass(frozen=True)
 class LossInfo:
     tasks: frozenset
     description: str = ''
+    options: tuple = ()       # the keys it takes in `loss_function: {name: {key: value}}`
 
 @dataclass(frozen=True)
 class MetricInfo:
     tasks: frozenset
     higher_is_better: bool = True
     description: str = ''
+    options: tuple = ()       # the keys it takes in `metrics: [{name: {key: value}}]`
 
-def _catalog(kind: str, entries: dict) -> Registry:
+@dataclass(frozen=True)
+class OptimizerInfo:
+    target: str               # the torch (or MONAI) class
+    defaults: dict            # every option it takes, with GaNDLF 0.1.5's default (medlab uses the same)
+    description: str = ''
+
+@dataclass(frozen=True)
+class SchedulerInfo:
+    defaults: dict            # every option it takes, with its default (None: computed from the run, see `medlab.optim`)
+    per_batch: bool = False   # stepped after every batch (cyclic schedules) rather than after every epoch
+    description: str = ''
+
+def _catalog(kind: str, entries: dict, aliases: dict | None = None) -> Registry:
     out = Registry(kind)
     out.update(entries)
+    out.aliases = dict(aliases or {})  # GaNDLF's other spellings of the same entry: read as the entry's name
     return out
 
 SEG, IMAGE, CLS, REG = 'segmentation', 'image', frozenset({'classification'}), frozenset({'regression'})
+SEG_ONLY, SEG_CLS = frozenset({SEG}), frozenset({SEG, 'classification'})
 
 ARCHITECTURES = _catalog('architecture', {
     'unet': ArchitectureInfo(SEG, 16, 'the classic U-Net: two 3x3 convolutions a level (MONAI BasicUNet)'),
+    'light_unet': ArchitectureInfo(SEG, 16, 'U-Net with a constant width (base_filters at every level)'),
+    'deep_unet': ArchitectureInfo(SEG, 32, 'U-Net one level deeper (five halvings)'),
     'resunet': ArchitectureInfo(SEG, 16, 'U-Net with residual units (MONAI UNet)'),
-    'densenet121': ArchitectureInfo(IMAGE, 32, 'DenseNet-121 (MONAI)'),
-    'resnet18': ArchitectureInfo(IMAGE, 32, 'ResNet-18 (MONAI)'),
-    'vgg11': ArchitectureInfo(IMAGE, 32, 'VGG-11, 2D or 3D'),
-})
+    'light_resunet': ArchitectureInfo(SEG, 16, 'residual U-Net with one residual unit a level'),
+    'deep_resunet': ArchitectureInfo(SEG, 32, 'residual U-Net one level deeper (five halvings)'),
+    'fcn': ArchitectureInfo(SEG, 16, 'fully convolutional network: an encoder, each level upsampled and summed (Long et al. 2015)'),
+    'uinc': ArchitectureInfo(SEG, 16, 'U-Net of Inception modules (GaNDLF\'s IncU-Net); base_filters divisible by 4'),
+    'unetr': ArchitectureInfo(SEG, 16, 'UNETR: a ViT encoder on 16-voxel patches, a convolutional decoder (MONAI)'),
+    'transunet': ArchitectureInfo(SEG, 16, 'TransUNet: a convolutional encoder, a transformer at 1/16 scale, a U-Net decoder'),
+    'swinunetr': ArchitectureInfo(SEG, 32, 'Swin UNETR: a shifted-window transformer encoder (MONAI)'),
+    'segresnet': ArchitectureInfo(SEG, 8, 'SegResNet: residual encoder-decoder of the BraTS 2018 winner (MONAI)'),
+    'dynunet': ArchitectureInfo(SEG, 16, 'DynUNet: the nnU-Net network (MONAI)'),
+    **{f'vgg{n}': ArchitectureInfo(IMAGE, 32, f'VGG-{n}, 2D or 3D') for n in (11, 13, 16, 19)},
+    **{f'densenet{n}': ArchitectureInfo(IMAGE, 32, f'DenseNet-{n} (MONAI)') for n in (121, 169, 201, 264)},
+    **{f'resnet{n}': ArchitectureInfo(IMAGE, 32, f'ResNet-{n} (MONAI)') for n in (18, 34, 50, 101, 152, 200)},
+    **{f'efficientnetb{n}': ArchitectureInfo(IMAGE, 32, f'EfficientNet-B{n} (MONAI, no pretrained weights)') for n in range(8)},
+    'brain_age': ArchitectureInfo(IMAGE, 32, 'the brain-age network of Bashyam et al. 2020: VGG-16 features and a regression head', (2,)),
+}, aliases={'vgg': 'vgg19', 'densenet': 'densenet264', 'residualunet': 'resunet', 'lightunet': 'light_unet',
+            'deepunet': 'deep_unet', 'lightresunet': 'light_resunet', 'deepresunet': 'deep_resunet',
+            **{f'efficientnet-b{n}': f'efficientnetb{n}' for n in range(8)}})
 
 LOSSES = _catalog('loss', {
-    'dc': LossInfo(frozenset({SEG}), 'soft Dice over all classes'),
-    'dcce': LossInfo(frozenset({SEG}), 'soft Dice plus cross-entropy'),
-    'ce': LossInfo(frozenset({SEG}), 'cross-entropy per voxel'),
-    'focal': LossInfo(frozenset({SEG}), 'focal loss'),
+    'dc': LossInfo(SEG_ONLY, 'soft Dice loss averaged over the classes (1 - Dice)'),
+    'dc_log': LossInfo(SEG_ONLY, '-log of the soft Dice averaged over the classes'),
+    'dcce': LossInfo(SEG_ONLY, 'soft Dice loss plus cross-entropy'),
+    'dcce_logits': LossInfo(SEG_ONLY, 'soft Dice loss plus binary cross-entropy on logits, per class'),
+    'ce': LossInfo(SEG_ONLY, 'cross-entropy per voxel'),
+    'focal': LossInfo(SEG_ONLY, 'focal loss (Lin et al. 2017)', ('gamma', 'size_average')),
+    'dc_focal': LossInfo(SEG_ONLY, 'soft Dice loss plus focal loss', ('gamma', 'size_average')),
+    'tversky': LossInfo(SEG_ONLY, 'Tversky loss (Salehi et al. 2017)', ('alpha', 'beta')),
+    'mcc': LossInfo(SEG_ONLY, '1 - Matthews correlation coefficient, per class'),
+    'mcc_log': LossInfo(SEG_ONLY, '-log of the Matthews correlation coefficient, per class'),
     'cel': LossInfo(CLS, 'cross-entropy per image'),
-    'mse': LossInfo(REG, 'mean squared error'),
-    'l1': LossInfo(REG, 'mean absolute error'),
-})
+    'mse': LossInfo(REG, 'mean squared error', ('reduction',)),
+    'l1': LossInfo(REG, 'mean absolute error', ('reduction',)),
+}, aliases={'dice': 'dc', 'dclog': 'dc_log', 'dice_log': 'dc_log', 'dicelog': 'dc_log', 'mathews': 'mcc',
+            'mcclog': 'mcc_log', 'mathews_log': 'mcc_log'})
 
+_AVERAGING = ('average', 'threshold', 'multi_class', 'mdmc_average', 'subset_accuracy', 'reduction')  # GaNDLF's torchmetrics options
 METRICS = _catalog('metric', {
-    'dice': MetricInfo(frozenset({SEG}), True, 'mean foreground Dice'),
-    'dice_per_label': MetricInfo(frozenset({SEG}), True, 'Dice of each foreground class'),
-    'iou': MetricInfo(frozenset({SEG}), True, 'mean foreground intersection over union'),
-    'hd95': MetricInfo(frozenset({SEG}), False, '95th percentile Hausdorff distance'),
-    'accuracy': MetricInfo(CLS, True), 'balanced_accuracy': MetricInfo(CLS, True), 'f1': MetricInfo(CLS, True),
-    'mse': MetricInfo(REG, False), 'mae': MetricInfo(REG, False),
+    'dice': MetricInfo(SEG_ONLY, True, 'mean foreground Dice'),
+    'dice_per_label': MetricInfo(SEG_ONLY, True, 'Dice of each foreground class'),
+    'hd95': MetricInfo(SEG_ONLY, False, '95th percentile Hausdorff distance, mean over foreground classes'),
+    'hd95_per_label': MetricInfo(SEG_ONLY, False, '95th percentile Hausdorff distance of each foreground class'),
+    'hd100': MetricInfo(SEG_ONLY, False, 'Hausdorff distance, mean over foreground classes'),
+    'hd100_per_label': MetricInfo(SEG_ONLY, False, 'Hausdorff distance of each foreground class'),
+    'nsd': MetricInfo(SEG_ONLY, True, 'normalised surface Dice at 1 voxel tolerance, mean over foreground classes'),
+    'nsd_per_label': MetricInfo(SEG_ONLY, True, 'normalised surface Dice of each foreground class'),
+    'jaccard': MetricInfo(SEG_ONLY, True, 'mean foreground Jaccard index (IoU)'),
+    'jaccard_per_label': MetricInfo(SEG_ONLY, True, 'Jaccard index of each foreground class'),
+    'sensitivity': MetricInfo(SEG_ONLY, True, 'mean foreground sensitivity (recall) per voxel'),
+    'sensitivity_per_label': MetricInfo(SEG_ONLY, True, 'sensitivity of each foreground class'),
+    'specificity_segmentation': MetricInfo(SEG_ONLY, True, 'mean foreground specificity per voxel'),
+    'specificity_segmentation_per_label': MetricInfo(SEG_ONLY, True, 'specificity of each foreground class'),
+    'iou': MetricInfo(SEG_CLS, True, 'intersection over union (segmentation: foreground voxels; classification: per class)', _AVERAGING),
+    'accuracy': MetricInfo(SEG_CLS, True, 'fraction right (per voxel, or per image)', _AVERAGING),
+    'precision': MetricInfo(SEG_CLS, True, 'positive predictive value', _AVERAGING),
+    'recall': MetricInfo(SEG_CLS, True, 'sensitivity', _AVERAGING),
+    'specificity': MetricInfo(SEG_CLS, True, 'true negative rate', _AVERAGING),
+    'f1': MetricInfo(SEG_CLS, True, 'F1 score', _AVERAGING),
+    'balanced_accuracy': MetricInfo(CLS, True, 'mean recall over classes'),
+    'classification_accuracy': MetricInfo(CLS, True, 'fraction of images whose class is right'),
+    'per_label_one_hot_accuracy': MetricInfo(CLS, True, 'accuracy of each class as a one-vs-rest decision'),
+    'cel': MetricInfo(CLS, False, 'cross-entropy of the predicted probabilities'),
+    'mse': MetricInfo(REG, False, 'mean squared error'), 'mae': MetricInfo(REG, False, 'mean absolute error'),
+    'rmse': MetricInfo(REG, False, 'root mean squared error'),
+}, aliases={'f1_score': 'f1', 'hausdorff95': 'hd95', 'hausdorff95_per_label': 'hd95_per_label', 'hausdorff': 'hd100',
+            'hausdorff100': 'hd100', 'normalized_surface_dice': 'nsd', 'normalized_sd': 'nsd',
+            'normalized_surface_dice_per_label': 'nsd_per_label', 'normalized_sd_per_label': 'nsd_per_label'})
+
+_ADAMS = dict(betas=(0.9, 0.999), weight_decay=5e-5, eps=1e-8)
+OPTIMIZERS = _catalog('optimizer', {
+    'sgd': OptimizerInfo('torch.optim.SGD', dict(momentum=0.99, weight_decay=3e-5, dampening=0.0, nesterov=True), 'SGD with Nesterov momentum'),
+    'asgd': OptimizerInfo('torch.optim.ASGD', dict(alpha=0.75, t0=1e6, lambd=1e-4, weight_decay=3e-5), 'averaged SGD'),
+    'adam': OptimizerInfo('torch.optim.Adam', dict(_ADAMS, amsgrad=False), 'Adam'),
+    'adamw': OptimizerInfo('torch.optim.AdamW', dict(_ADAMS, amsgrad=False), 'Adam with decoupled weight decay'),
+    'adamax': OptimizerInfo('torch.optim.Adamax', _ADAMS, 'Adam with the infinity norm'),
+    'radam': OptimizerInfo('torch.optim.RAdam', dict(_ADAMS, weight_decay=3e-5), 'rectified Adam'),
+    'nadam': OptimizerInfo('torch.optim.NAdam', dict(_ADAMS, weight_decay=3e-5), 'Adam with Nesterov momentum'),
+    'rmsprop': OptimizerInfo('torch.optim.RMSprop', dict(alpha=0.99, eps=1e-8, centered=False, momentum=0.0, weight_decay=3e-5), 'RMSprop'),
+    'adagrad': OptimizerInfo('torch.optim.Adagrad', dict(lr_decay=0.0, eps=1e-6, weight_decay=3e-5), 'Adagrad'),
+    'adadelta': OptimizerInfo('torch.optim.Adadelta', dict(rho=0.9, eps=1e-6, weight_decay=3e-5), 'Adadelta'),
+    'rprop': OptimizerInfo('torch.optim.Rprop', dict(etas=(0.5, 1.2), step_sizes=(1e-6, 50.0)), 'resilient backpropagation (full batches)'),
+    'novograd': OptimizerInfo('monai.optimizers.Novograd', dict(betas=(0.9, 0.999), eps=1e-8, weight_decay=3e-5, amsgrad=False), 'Novograd (MONAI)'),
+    'sparseadam': OptimizerInfo('torch.optim.SparseAdam', dict(betas=(0.9, 0.999), eps=1e-8), 'Adam for sparse gradients'),
 })
 
-OPTIMIZERS = _catalog('optimizer', {'adam': 'Adam', 'adamw': 'AdamW', 'sgd': 'SGD with momentum'})
-SCHEDULERS = _catalog('scheduler', {'constant': 'no change', 'step': 'decay every step_size epochs',
-                                    'exponential': 'decay every epoch', 'cosine': 'cosine annealing to min_lr'})
+SCHEDULERS = _catalog('scheduler', {
+    'constant': SchedulerInfo({}, False, 'no change'),
+    'triangle': SchedulerInfo(dict(min_lr=1e-3, max_lr=1.0, step_size=None), True,
+                              'learning_rate times a triangle wave between min_lr and max_lr, step_size batches a half cycle'),
+    'triangle_modified': SchedulerInfo(dict(min_lr=1e-6, max_lr=1e-3, max_lr_multiplier=1.0, step_size=None), True,
+                                       'learning_rate times a wave from 1 down to min_lr/max_lr and back, step_size batches a cycle'),
+    'triangular': SchedulerInfo(dict(min_lr=None, max_lr=None, step_size=None, cycle_momentum=False, base_momentum=0.8, max_momentum=0.9), True,
+                                'cyclic learning rate between min_lr and max_lr (torch CyclicLR, triangular)'),
+    'triangular2': SchedulerInfo(dict(min_lr=None, max_lr=None, step_size=None, cycle_momentum=False, base_momentum=0.8, max_momentum=0.9), True,
+                                 'cyclic learning rate whose amplitude halves every cycle'),
+    'exp_range': SchedulerInfo(dict(min_lr=None, max_lr=None, step_size=None, gamma=0.1, cycle_momentum=False, base_momentum=0.8, max_momentum=0.9), True,
+                               'cyclic learning rate whose amplitude decays by gamma**batch'),
+    'exponential': SchedulerInfo(dict(gamma=0.1), False, 'times gamma every epoch'),
+    'step': SchedulerInfo(dict(step_size=10, gamma=0.1), False, 'times gamma every step_size epochs'),
+    'reduce_on_plateau': SchedulerInfo(dict(min_lr=None, factor=0.1, patience=10, threshold=1e-4, cooldown=0, mode='min', threshold_mode='rel'), False,
+                                       'times factor when the validation loss has not improved for patience epochs'),
+    'cosineannealing': SchedulerInfo(dict(T_0=5, T_mult=1, min_lr=1e-3), False, 'cosine annealing with warm restarts every T_0 epochs'),
+    'cosine': SchedulerInfo(dict(min_lr=0.0), False, 'one cosine from learning_rate to min_lr over num_epochs'),
+    'warmupcosineschedule': SchedulerInfo(dict(warmup_steps=None), False, 'linear warm-up for warmup_steps epochs (default 10 % of num_epochs), then cosine to 0 (MONAI)'),
+    'linear_warmup': SchedulerInfo(dict(warmup_steps=None, start_factor=0.01), False, 'linear warm-up from start_factor * learning_rate over warmup_steps epochs (default 10 %), then constant'),
+}, aliases={'exp': 'exponential', 'reduce-on-plateau': 'reduce_on_plateau', 'plateau': 'reduce_on_plateau',
+            'reduceonplateau': 'reduce_on_plateau', 'cosineannealingwarmrestarts': 'cosineannealing', 'warmrestarts': 'cosineannealing',
+            'cosineannealinglr': 'cosine', 'wcs': 'warmupcosineschedule'})
+
+def task_name(architecture: str,   # `model.architecture`
+              loss_function: str   # `loss_function`
+             ) -> str:
+    "'segmentation', 'classification' or 'regression': what a network of this architecture trained with this loss does."
+    if ARCHITECTURES[architecture].task == SEG: return SEG
+    return 'regression' if LOSSES[loss_function].tasks == REG else 'classification'
+
+def canonical(registry: Registry, name: str) -> str:
+    "The catalog's name for `name`, which may be one of GaNDLF's other spellings (`vgg`, `dice`, `exp`...)."
+    name = registry.aliases.get(name, name)
+    return registry.check(name)
 
 # %% ../nbs/01a_catalog.ipynb #bf86723e
 def check_patch_size(architecture: str, patch_size: tuple[int, ...]):

@@ -127,7 +127,7 @@ def target_problems(subjects: list[Subject], task: Task) -> list[str]:
     return [f"the config trains {task.name}, which learns from a '{task.target_column}' column, but the data has "
             + (f"'{other}' instead: give {task.target_column}, or set {fix}" if other else f'no {task.target_column} column')]
 
-# %% ../nbs/09_data.ipynb #6238154f
+# %% ../nbs/09_data.ipynb #5a14d242
 def _file_problems(where: str, name: str, path: str, model: ModelConfig) -> tuple[list[str], ImageInfo | None, str]:
     "One file's problems, its header (squeezed to the model's dimension) and its content digest."
     try: info = squeeze_info(read_info(path), model.dimension)
@@ -160,7 +160,7 @@ def _subject_problems(s: Subject, model: ModelConfig, task: Task | None = None) 
     for name, path, info in infos:  # values in their stored type: no float64 copy of each volume
         if name == 'Label':
             values = np.unique(voxel_values(path))
-            bad = [int(v) if float(v).is_integer() else v for v in sorted(set(values.tolist()) - set(model.class_list))]
+            bad = [int(v) if float(v).is_integer() else v for v in sorted(set(values.tolist()) - model.label_values)]
             if bad: problems.append(f'{where}: Label has values {bad[:10]} outside model.class_list {model.class_list}: {path}')
         elif 'float' in info.pixel_type and not str(path).endswith(('.nii', '.nii.gz')):  # NIfTI: checked in its bytes
             arr = voxel_values(path)

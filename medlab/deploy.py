@@ -82,7 +82,7 @@ class OpenVINONetwork(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.compiled(x.detach().float().cpu().contiguous().numpy())[0].copy())
 
-# %% ../nbs/15_deploy.ipynb #63a1ec55
+# %% ../nbs/15_deploy.ipynb #92ca7851
 def logits_of(net: torch.nn.Module, patches: list[np.ndarray]) -> torch.Tensor:
     "The network's logits for each patch, stacked."
     with torch.no_grad(): return torch.cat([net(torch.as_tensor(p)[None]) for p in patches])
@@ -98,11 +98,12 @@ def parity(reference: torch.Tensor, exported: torch.nn.Module, patches: list[np.
 def validation_score(predictor: Predictor, run: RunFolder) -> float:
     "The run's monitored metric on its validation subjects, predicted by `predictor` (post-processing included)."
     from medlab.metrics import build_metrics
-    metrics = build_metrics(predictor.cfg.metrics, predictor.cfg.model.class_list)
+    metrics = build_metrics(predictor.cfg.metrics, predictor.task.scored_classes, predictor.task.name, predictor.cfg.metric_options)
     for s in run.split().validation:
         target = predictor.task.target(s, predictor.cfg.model.dimension)
         logits = predictor.logits(torch.as_tensor(predictor.read(s))[None])
-        predictor.task.update(metrics, predictor.decide(logits), torch.as_tensor(target)[None].to(predictor.task.target_dtype))
+        predictor.task.update(metrics, predictor.decide(logits), torch.as_tensor(target)[None].to(predictor.task.target_dtype),
+                              predictor.task.probabilities(logits.float()))
     return float(next(iter(metrics[0].aggregate().values())))
 
 # %% ../nbs/15_deploy.ipynb #edd958dd
@@ -170,7 +171,7 @@ def export_run(run: str | Path,                              # a run folder
                                             'exports': table.to_dict('records')})
     return ExportResult(str(out), table)
 
-# %% ../nbs/15_deploy.ipynb #3e37fe1b
+# %% ../nbs/15_deploy.ipynb #a301acf1
 class PackageError(ValueError):
     "A model package that fails its checks."
 
@@ -240,13 +241,13 @@ def load_package(path: str | Path, backend: str = 'torch', device: str | None = 
     path = Path(path)
     verify_package(path)
     cfg = load_config(path / 'config.yaml')
-    task = build_task(cfg.model, cfg.loss_function)
+    task = build_task(cfg.model, cfg.loss_function, cfg.scaling_factor)
     if backend == 'openvino': return Predictor(OpenVINONetwork(path / 'model.xml'), cfg, task, 'cpu', source=str(path / 'model.xml'))
     model = build_model(cfg.model, task.outputs)
     model.load_state_dict(load_file(str(path / 'weights.safetensors')))
     return Predictor(model, cfg, task, device, source=str(path / 'weights.safetensors'))
 
-# %% ../nbs/15_deploy.ipynb #5c2239f8
+# %% ../nbs/15_deploy.ipynb #6382f0a8
 def _inference_json(predictor: Predictor) -> dict:
     "The bundle's inference config: MONAI objects named by their specs."
     from medlab.models import network_spec
@@ -254,7 +255,8 @@ def _inference_json(predictor: Predictor) -> dict:
     cfg, task = predictor.cfg, predictor.task
     if not task.per_voxel: raise ValueError('a MONAI bundle is written for segmentation runs: their predictions are images MONAI saves')
     if cfg.model.num_channels != 1: raise ValueError('the bundle reads one file per image: single-channel networks only')
-    if predictor.aggregation == 'crop': raise ValueError("grid_aggregator_overlap 'crop' has no MONAI inferer mode: use average or gaussian")
+    if predictor.aggregation in ('crop', 'hann'):
+        raise ValueError(f"grid_aggregator_overlap '{predictor.aggregation}' has no MONAI inferer mode: use average or gaussian")
     post = [p.bundle(keys='pred', _target_=p.target + 'd') for p in postprocessing_specs(cfg.data_postprocessing, task.outputs)]
     indices = list(range(task.outputs))
     relabel = [] if task.class_list == indices else [{'_target_': 'MapLabelValued', 'keys': 'pred', 'orig_labels': indices, 'target_labels': task.class_list}]

@@ -92,7 +92,7 @@ def hold(folder: Path, note=print):
     finally:
         if (_read_lock(path) or {}).get('pid') == os.getpid(): path.unlink(missing_ok=True)
 
-# %% ../nbs/10a_run.ipynb #99c79b51
+# %% ../nbs/10a_run.ipynb #6cb2aa5f
 CHECKPOINTS = {'initial': 'model_initial.pt', 'latest': 'model_latest.pt', 'best': 'model_best.pt'}
 LOG_KINDS = ('training', 'validation')
 
@@ -152,11 +152,16 @@ class RunFolder:
         remove_stale_temporaries(self.path)
         if fresh:
             for name in [*CHECKPOINTS.values(), self.metrics_file, self.events_file]: (self.path / name).unlink(missing_ok=True)
+            for old in (self.path / 'epochs').glob('model_epoch_*.pt'): old.unlink()
 
     def write_config(self, cfg: MedlabConfig): save_config(cfg, self.path / self.config_file)
     def write_split(self, split: Split): write_text_atomic(self.path / self.split_file, split.table().to_csv(index=False))
     def write_metrics(self, summary: dict): write_json_atomic(self.path / self.metrics_file, summary)
     def save_checkpoint(self, which: str, **state): save_checkpoint(self.checkpoint_path(which), **state)
+    def save_epoch(self, number: int, **state):
+        "Keep epoch `number`'s weights (and `state`) as `epochs/model_epoch_{number}.pt` (`model.save_at_every_epoch`)."
+        (self.path / 'epochs').mkdir(exist_ok=True)
+        save_checkpoint(self.path / 'epochs' / f'model_epoch_{number}.pt', epoch=number, **state)
 
     def write_logs(self, kind: str, rows: list[dict]):
         write_text_atomic(self.logs_path(kind), pd.DataFrame(rows).to_csv(index=False))

@@ -130,7 +130,7 @@ def nested_folds(subjects: list[Subject], nested: NestedTrainingConfig, seed: in
     if any(not f.split.training or not f.split.validation or (k1 > 1 and not f.split.testing) for f in folds): raise too_few
     return folds
 
-# %% ../nbs/09a_split.ipynb #da27d2e7
+# %% ../nbs/09a_split.ipynb #06a03f97
 def check_split(split: Split, model: ModelConfig, task: Task, source: str = 'data') -> Split:
     "`split` when every subject is readable and fits the network and the task; else a `DataError` listing every problem."
     seen, clashes = {}, []
@@ -152,5 +152,5 @@ def load_split(cfg: MedlabConfig, task: Task) -> Split:
         return check_split(split, cfg.model, task, 'data_csv')
     subjects = read_manifest(cfg.data_csv)
     check_subjects(subjects, cfg.model, source=str(cfg.data_csv), task=task)
-    strata = task.strata(subjects)
+    strata = task.strata(subjects) if cfg.nested_training.stratified else None
     return nested_folds(subjects, cfg.nested_training, cfg.seed, strata)[0].split

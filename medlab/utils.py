@@ -26,7 +26,7 @@ __all__ = ['closest', 'did_you_mean', 'Registry', 'Spec', 'disk_full_error', 'at
            'write_text_atomic', 'path_inside', 'strict_json', 'write_json_atomic', 'seed_everything', 'import_monai',
            'is_interactive', 'template_path', 'check_parameters', 'progress_bar']
 
-# %% ../nbs/00_utils.ipynb #896341fe
+# %% ../nbs/00_utils.ipynb #bf9f5315
 def closest(name: str,             # what the user wrote
             choices: Iterable[str] # the valid names
            ) -> str | None:
@@ -34,8 +34,18 @@ def closest(name: str,             # what the user wrote
     choices = list(choices)
     lowered = {c.lower(): c for c in choices}
     if name.lower() in lowered: return lowered[name.lower()]
-    hits = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
-    return lowered[hits[0]] if hits else None
+    hits = difflib.get_close_matches(name.lower(), list(lowered), n=5, cutoff=0.6)
+    if not hits: return None
+    return lowered[min(hits, key=lambda h: _edits(name.lower(), h))]  # fewest typing slips first ('adma' is 'adam', not 'adamax')
+
+def _edits(a: str, b: str) -> int:
+    "Insertions, deletions, substitutions and swaps of neighbours that turn `a` into `b` (optimal string alignment)."
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]: d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[-1][-1]
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     "A sentence offering the closest of `choices` to `name`, or listing them all."
