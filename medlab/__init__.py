@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/13_api.ipynb #410d1c77
+# %% ../nbs/13_api.ipynb #450c1d79
 import importlib
 
 _NAMES = {
@@ -17,6 +17,9 @@ _NAMES = {
     'predict': 'infer', 'evaluate': 'evaluation', 'infer_panel': 'widgets', 'show_inference': 'widgets',
     'export': 'deploy', 'export_run': 'deploy', 'package_run': 'deploy', 'load_package': 'deploy', 'bundle_run': 'deploy',
     'export_panel': 'widgets', 'show_export': 'widgets', 'cam': 'explain', 'cam_layers': 'explain', 'cam_csv': 'explain', 'cam_panel': 'widgets', 'show_cam': 'widgets', 'check_parameters': 'utils', 'make_localization_data': 'sample_data', 'show_prediction': 'viewer', 'kfold': 'crossval', 'kfold_panel': 'widgets', 'show_kfold': 'widgets',
+    'anonymize': 'dicom', 'dicom_to_nifti': 'dicom', 'DicomSeriesError': 'dicom',
+    'construct_csv': 'prepare', 'split_csv': 'prepare', 'preprocess': 'prepare',
+    'preview_augmentations': 'augmentation', 'prepare_dicom': 'prepare', 'prepare_panel': 'widgets', 'show_prepared': 'widgets',
 }
 
 def __getattr__(name: str):

@@ -247,7 +247,7 @@ def load_package(path: str | Path, backend: str = 'torch', device: str | None = 
     model.load_state_dict(load_file(str(path / 'weights.safetensors')))
     return Predictor(model, cfg, task, device, source=str(path / 'weights.safetensors'))
 
-# %% ../nbs/15_deploy.ipynb #6382f0a8
+# %% ../nbs/15_deploy.ipynb #8cdc4a4a
 def _inference_json(predictor: Predictor) -> dict:
     "The bundle's inference config: MONAI objects named by their specs."
     from medlab.models import network_spec
@@ -255,6 +255,8 @@ def _inference_json(predictor: Predictor) -> dict:
     cfg, task = predictor.cfg, predictor.task
     if not task.per_voxel: raise ValueError('a MONAI bundle is written for segmentation runs: their predictions are images MONAI saves')
     if cfg.model.num_channels != 1: raise ValueError('the bundle reads one file per image: single-channel networks only')
+    if predictor.reader.grid: raise ValueError("the bundle cannot replay medlab's grid pre-processing (resample, resize, crop); "
+                                               'export it with export_run (OpenVINO) and predict with medlab.predict')
     if predictor.aggregation in ('crop', 'hann'):
         raise ValueError(f"grid_aggregator_overlap '{predictor.aggregation}' has no MONAI inferer mode: use average or gaussian")
     post = [p.bundle(keys='pred', _target_=p.target + 'd') for p in postprocessing_specs(cfg.data_postprocessing, task.outputs)]

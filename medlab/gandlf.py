@@ -13,8 +13,8 @@ import warnings
 from . import catalog
 
 # %% auto #0
-__all__ = ['IGNORED', 'MODEL_IGNORED', 'GaNDLFSpelling', 'IgnoredKey', 'read_class_list', 'read_metrics', 'read_loss',
-           'translate']
+__all__ = ['IGNORED', 'MODEL_IGNORED', 'PREPROCESSING_ALIASES', 'GaNDLFSpelling', 'IgnoredKey', 'read_class_list', 'read_metrics',
+           'read_loss', 'translate']
 
 # %% ../nbs/01b_gandlf.ipynb #4726cebd
 class GaNDLFSpelling(UserWarning):
@@ -85,7 +85,7 @@ def read_loss(value) -> tuple[str, dict]:
     else: opts = {}
     return (catalog.LOSSES.aliases.get(value, value) if isinstance(value, str) else value), dict(opts or {})
 
-# %% ../nbs/01b_gandlf.ipynb #4e379155
+# %% ../nbs/01b_gandlf.ipynb #761ef512
 _FINAL_LAYERS = {'none': 'none', 'identity': 'none', 'logits': 'none', 'regression': 'none', 'logsoftmax': 'softmax'}
 
 def _rename(block: dict, old: str, new: str, where: str, notes: list):
@@ -140,6 +140,10 @@ def _model(model: dict, raw: dict, notes: list, ignored: list, problems: list):
     for key, why in MODEL_IGNORED.items():
         if key in model: model.pop(key); ignored.append(f'model.{key}: {why}')
 
+PREPROCESSING_ALIASES = {'resize': 'resize_image', 'resize_images': 'resize_image', 'resample_minimum': 'resample_min',
+                         'normalize_nonzero': 'normalize_nonZero', 'normalize_nonzero_masked': 'normalize_nonZero_masked',
+                         'rgbatorgb': 'rgba2rgb', 'rgba_to_rgb': 'rgba2rgb', 'rgbtorgba': 'rgb2rgba', 'rgb_to_rgba': 'rgb2rgba'}
+
 def translate(raw: dict) -> tuple[dict, list[str], list[str], list[str]]:
     "A raw config in medlab's spelling; and the notes, ignored keys and problems met on the way."
     raw, notes, ignored, problems = copy.deepcopy(raw), [], [], []
@@ -159,6 +163,8 @@ def translate(raw: dict) -> tuple[dict, list[str], list[str], list[str]]:
         mech.setdefault('grid_aggregator_overlap', value)
         raw['inference_mechanism'] = mech
     if isinstance(raw.get('model'), dict): _model(raw.setdefault('model', {}), raw, notes, ignored, problems)
+    if isinstance(raw.get('data_preprocessing'), dict):  # GaNDLF's other names of the same steps, in their order
+        raw['data_preprocessing'] = {PREPROCESSING_ALIASES.get(k, k): v for k, v in raw['data_preprocessing'].items()}
     if 'metrics' in raw:
         try:
             names, options = read_metrics(raw['metrics'])

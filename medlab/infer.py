@@ -24,7 +24,7 @@ from .utils import progress_bar, write_json_atomic, write_text_atomic
 # %% auto #0
 __all__ = ['check_fusion', 'fuse', 'load_predictors', 'predict_subject', 'Inference', 'predict']
 
-# %% ../nbs/11c_infer.ipynb #9f440bfa
+# %% ../nbs/11c_infer.ipynb #fdeb5d2c
 def check_fusion(how: str, task: Task):
     "A `ValueError` when `how` cannot fuse predictions of `task`."
     if how not in task.fusions: raise ValueError(f"fusion '{how}' cannot fuse {task.name} predictions; use {' or '.join(task.fusions)}")
@@ -40,7 +40,7 @@ def fuse(predictions: list[Prediction],   # one subject's predictions, one per m
     probabilities = np.mean([p.probabilities for p in predictions], 0)
     if how == 'vote': decided = task.vote([p.labels for p in predictions], probabilities)
     else: decided = task.decide(torch.from_numpy(probabilities)[None])
-    return Prediction(predictions[0].subject_id, probabilities, task.labels(predictor.postprocessed(decided)), predictions[0].reference)
+    return Prediction(predictions[0].subject_id, probabilities, predictor.labels(predictor.postprocessed(decided)), predictions[0].reference)
 
 # %% ../nbs/11c_infer.ipynb #df76532f
 def load_predictors(runs,                      # a run folder, a folder of runs (k-fold), or a list of them
@@ -63,15 +63,15 @@ def load_predictors(runs,                      # a run folder, a folder of runs 
                              f'{first.source} predicts {key(first)}: fuse only runs of one task on the same input')
     return predictors
 
-# %% ../nbs/11c_infer.ipynb #17bc2a40
+# %% ../nbs/11c_infer.ipynb #4c86f463
 def predict_subject(predictors: list[Predictor], subject) -> list[Prediction]:
     "Every predictor's prediction of `subject`, reading it once per distinct pre-processing."
     images, reference = {}, reference_info(subject)
     out = []
     for p in predictors:
         key = json.dumps(p.cfg.model_dump(mode='json')['data_preprocessing'], sort_keys=True)
-        if key not in images: images[key] = p.read(subject)
-        out.append(p.predict_image(images[key], subject.subject_id, reference))
+        if key not in images: images[key] = p.read_grid(subject)
+        out.append(p.predict_image(*images[key][:1], subject.subject_id, reference, images[key][1]))
     return out
 
 # %% ../nbs/11c_infer.ipynb #23f6d386

@@ -30,6 +30,11 @@ class Prediction:
     labels: np.ndarray | float              # class values (a map per voxel, or one per image), or the predicted number
     reference: ImageInfo | None = None      # the input's geometry (its header), for maps; None for arrays given without one
 
+# %% ../nbs/06a_tasks.ipynb #7f7217f1
+def _on_grid(label, grid):
+    "The mask image taken onto the pre-processed grid by `grid` (a function from the reader), or as it is."
+    return label if grid is None else grid(label)
+
 # %% ../nbs/06a_tasks.ipynb #f2be7cb8
 class Task:
     "What differs between segmentation, classification and regression; subclasses fill it in."
@@ -118,15 +123,15 @@ def class_penalty(counts) -> list[float]:
     if counts.sum() <= 0: raise ValueError('no class occurs in the training subjects: nothing to weigh')
     return (1.0 - counts / counts.sum()).tolist()
 
-# %% ../nbs/06a_tasks.ipynb #4caeaf6e
+# %% ../nbs/06a_tasks.ipynb #735085c9
 class Segmentation(Task):
     "A class for every voxel."
     name, per_voxel, target_column = 'segmentation', True, 'Label'
 
-    def target(self, subject, dimension: int) -> np.ndarray | None:
+    def target(self, subject, dimension: int, grid=None) -> np.ndarray | None:
         "The subject's mask as class indices (1, x, y[, z]), or None when it has none."
         if not subject.label: return None
-        raw = to_array(squeeze_to(read_image(subject.label), dimension), None)  # as stored
+        raw = to_array(_on_grid(squeeze_to(read_image(subject.label), dimension), grid), None)  # as stored
         out = np.zeros(raw.shape, np.uint8 if len(self.lut) <= 256 else np.int32)
         for value, index in self.lut.items(): out[raw == value] = index
         return out
@@ -159,7 +164,7 @@ class Segmentation(Task):
             write_image(labels.astype(np.uint8), path.with_name(f'{prediction.subject_id}_prediction.png'), flat)
         return {'SubjectID': prediction.subject_id, 'file': path.name}
 
-# %% ../nbs/06a_tasks.ipynb #7fe7e5d8
+# %% ../nbs/06a_tasks.ipynb #b1a3bab8
 class RegionSegmentation(Segmentation):
     "Segmentation into regions that may overlap (`class_list` entries such as `'1||2||4'`), one sigmoid each."
     fusions = ('mean',)
@@ -168,10 +173,10 @@ class RegionSegmentation(Segmentation):
         super().__init__(class_list, *args, **kwargs)
         self.members = [[int(p) for p in str(c).split('||')] for c in self.class_list]
 
-    def target(self, subject, dimension: int) -> np.ndarray | None:
+    def target(self, subject, dimension: int, grid=None) -> np.ndarray | None:
         "The subject's mask as one channel per region (C, x, y[, z]), 1 where the mask holds any of its labels."
         if not subject.label: return None
-        raw = to_array(squeeze_to(read_image(subject.label), dimension), None)[0]
+        raw = to_array(_on_grid(squeeze_to(read_image(subject.label), dimension), grid), None)[0]
         return np.stack([np.isin(raw, labels) for labels in self.members]).astype(np.uint8)
 
     def decide(self, probabilities: torch.Tensor) -> torch.Tensor:
@@ -195,12 +200,12 @@ class RegionSegmentation(Segmentation):
             if t is not None: counts += t.reshape(self.outputs, -1).sum(1)
         return counts
 
-# %% ../nbs/06a_tasks.ipynb #bd3569a7
+# %% ../nbs/06a_tasks.ipynb #5749980e
 class Classification(Task):
     "One class per image."
     name = 'classification'
 
-    def target(self, subject, dimension: int) -> np.ndarray | None:
+    def target(self, subject, dimension: int, grid=None) -> np.ndarray | None:
         "The class index of the subject's `ValueToPredict`, as (1,), or None."
         return None if subject.value is None else np.array([self.lut[int(subject.value)]], np.int64)
 
@@ -237,7 +242,7 @@ class Regression(Task):
     @property
     def outputs(self) -> int: return 1
 
-    def target(self, subject, dimension: int) -> np.ndarray | None:
+    def target(self, subject, dimension: int, grid=None) -> np.ndarray | None:
         return None if subject.value is None else np.array([subject.value * self.scaling_factor], np.float32)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:

@@ -94,7 +94,7 @@ def training_penalty(cfg: MedlabConfig, task: Task, subjects) -> list[float] | N
         return None
     return class_penalty(task.class_counts(subjects, cfg.model.dimension))
 
-# %% ../nbs/11_training.ipynb #b02c61bc
+# %% ../nbs/11_training.ipynb #38953473
 class Trainer:
     "Trains `cfg`'s network for `task` on `split`, writing into `run`; one named step at a time."
     def __init__(self, cfg: MedlabConfig, split: Split, task: Task, run: RunFolder, device: torch.device | None = None,
@@ -117,6 +117,7 @@ class Trainer:
         self.logs = {kind: [] for kind in LOG_KINDS}
         self.scaler = torch.amp.GradScaler('cuda', enabled=self.predictor.amp_dtype == torch.float16)
         self.optimizer = self.scheduler = self.first_step_time = None
+        self.grid_of = {}  # subject -> the pre-processed grid it was scored on (when pre-processing moves the grid)
         self.epoch = self.step = 0
 
     @property
@@ -126,7 +127,7 @@ class Trainer:
         "Fresh metrics of the config, over the classes the task scores."
         return build_metrics(self.cfg.metrics, self.task.scored_classes, self.task.name, self.cfg.metric_options)
 
-# %% ../nbs/11_training.ipynb #05721e5f
+# %% ../nbs/11_training.ipynb #46f963f1
 class TrainingDiverged(RuntimeError):
     "The loss stopped being a number: the run stops, keeping its last good checkpoint."
 
@@ -158,8 +159,9 @@ def _train_step(self: Trainer, batch: dict) -> float:
     return float(loss.detach())
 
 def _validation_step(self: Trainer, subject: Subject, metrics: list) -> tuple[float, torch.Tensor, torch.Tensor]:
-    "Loss, logits and decision for one whole subject; updates `metrics`."
+    "Loss, logits and decision for one whole subject (on the pre-processed grid); updates `metrics`."
     data = self.predictor.reader(subject)
+    if 'grid' in data: self.grid_of[subject.subject_id] = data['grid']
     target = torch.as_tensor(data['label'])[None].to(self.device, self.queue.label_dtype)
     logits = self.predictor.logits(torch.as_tensor(data['image'])[None])
     decided = self.predictor.decide(logits)
@@ -168,7 +170,7 @@ def _validation_step(self: Trainer, subject: Subject, metrics: list) -> tuple[fl
 
 Trainer.train_step, Trainer.validation_step = _train_step, _validation_step
 
-# %% ../nbs/11_training.ipynb #61939ed9
+# %% ../nbs/11_training.ipynb #4d320496
 def _scores(metrics: list) -> dict:
     out = {}
     for m in metrics: out.update(m.aggregate()); m.reset()
@@ -177,6 +179,7 @@ def _scores(metrics: list) -> dict:
 def _train_epoch(self: Trainer, epoch: int) -> dict:
     "One pass over the patch queue; the epoch's training log row."
     self.model.train()
+    self.queue.wait()  # the first batch is read in a thread that may fork torch's RNG: seed after it
     torch.manual_seed(epoch_seed(self.cfg.seed, epoch))
     start, losses = time.perf_counter(), []
     lr = self.optimizer.param_groups[0]['lr']
@@ -197,7 +200,8 @@ def _evaluate(self: Trainer, subjects: tuple[Subject, ...], metrics: list, write
         loss, logits, decided = self.validation_step(s, metrics)
         losses.append(loss)
         if write_to is not None:
-            prediction = self.predictor.prediction(s.subject_id, logits, reference_info(s), decided)
+            grid = self.grid_of.get(s.subject_id)  # where the logits lie, when pre-processing moved the grid
+            prediction = self.predictor.prediction(s.subject_id, logits, reference_info(s), decided, grid)
             rows.append(self.task.write(prediction, self.run.predictions_dir(write_to)))
     if write_to is not None: self.run.write_predictions(write_to, rows)
     return {'loss': float(np.mean(losses)), **_scores(metrics), 'seconds': time.perf_counter() - start}

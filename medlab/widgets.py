@@ -22,7 +22,7 @@ from .utils import is_interactive
 # %% auto #0
 __all__ = ['field_widget', 'Panel', 'ConfigPanel', 'show_result', 'config_panel', 'parameter_widget', 'parameter_value',
            'ParameterPanel', 'show_inference', 'infer_panel', 'show_kfold', 'kfold_panel', 'show_cam', 'cam_panel',
-           'show_export', 'export_panel']
+           'show_export', 'export_panel', 'show_prepared', 'prepare_panel']
 
 # %% ../nbs/12_widgets.ipynb #9eb86c81
 def _choices(model: type, name: str) -> list | None:
@@ -291,7 +291,7 @@ def cam_panel(**values) -> ParameterPanel:
     display(panel.widget)
     return panel
 
-# %% ../nbs/12_widgets.ipynb #5f35a8ac
+# %% ../nbs/12_widgets.ipynb #4be05118
 def show_export(result):
     "Display an export's table: format, precision, size, parity with torch, metric change, time per window."
     display(result.table.drop(columns='file').round(6))
@@ -302,6 +302,32 @@ def export_panel(**values) -> ParameterPanel:
         from medlab.deploy import export
         result = export(**v)
         show_export(result)
+        return result
+    panel = ParameterPanel(values, run)
+    display(panel.widget)
+    return panel
+
+
+def show_prepared(prepared, n: int = 3):
+    "Display what `prepare_dicom` wrote: the series table, the burned-in report's count, and the middle slices of the first `n` volumes."
+    import pandas as pd
+    from medlab.data import read_manifest
+    from medlab.io import read_image, to_array
+    from medlab.viewer import overlay_figure, show_figure
+    display(prepared.series)
+    if prepared.report is not None:
+        flagged = len(pd.read_csv(prepared.report)) if Path(prepared.report).stat().st_size else 0
+        print(f'{flagged} image(s) may carry burned-in text: see {prepared.report}')
+    for subject in read_manifest(prepared.manifest, target=False)[:n]:
+        image = to_array(read_image(subject.channels[0]))[0]
+        show_figure(overlay_figure(image, np.zeros(image.shape, np.uint8), title=subject.subject_id))
+
+def prepare_panel(**values) -> ParameterPanel:
+    "Show the preparation panel (dicom_dir, output_dir, anonymize, keep_dates, shift_days, mapping) and return it."
+    def run(**v):
+        from medlab.prepare import prepare_dicom
+        result = prepare_dicom(v.pop('dicom_dir'), **v)
+        show_prepared(result)
         return result
     panel = ParameterPanel(values, run)
     display(panel.widget)

@@ -131,6 +131,13 @@ def test_misspelt_and_impossible_keys_stay_errors(raw, says):
     assert any(says in p for p in e.value.problems), e.value.problems
 
 
+def test_config_all_options_loads_whole():
+    "GaNDLF's reference config as it is, transform blocks included, loads (its colorjitter then needs RGB 2D images to build)."
+    cfg, notes, ignored = _load(CONFIGS / 'config_all_options.yaml')
+    assert list(cfg.data_preprocessing) == ['threshold', 'normalize', 'resample', 'resample_min', 'crop_external_zero_planes', 'crop', 'centercrop']
+    assert len(cfg.augmentations) == 14 and cfg.augmentations['elastic'].probability == 0.5 and cfg.augmentations['kspace'].probability == 1
+
+
 def test_a_config_gandlf_cannot_parse_gets_the_line():
     "GaNDLF's BraTS sample is not valid YAML (a second `metrics:` followed by a brace at column 0): the error names the line."
     with pytest.raises(ConfigError, match='malformed YAML at line 61'): load_config(CONFIGS / 'samples_config_segmentation_brats.yaml')

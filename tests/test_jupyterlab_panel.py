@@ -31,6 +31,7 @@ import pytest
 CHROMIUM = Path('/usr/bin/chromium')
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / 'templates'
+SHARED_DATA = REPO.parent / "shared" / "data"
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
                  '--no-first-run', '--disable-sync', '--disable-dev-shm-usage']
 PANEL_LABELS = ['model.architecture', 'model.dimension', 'patch_size', 'num_epochs', 'learning_rate',
@@ -98,7 +99,7 @@ def lab(tmp_path):
     import medlab
     work = tmp_path / 'work'
     (work / 'configs').mkdir(parents=True)
-    for name in ('train', 'infer', 'kfold', 'cam', 'export'): shutil.copy(TEMPLATES / f'{name}.ipynb', work / f'{name}.ipynb')
+    for name in ('train', 'infer', 'kfold', 'cam', 'export', 'prepare'): shutil.copy(TEMPLATES / f'{name}.ipynb', work / f'{name}.ipynb')
     (work / 'configs' / 'seg2d_sample.yaml').write_text(YAML)   # the template's default `config` path
     medlab.make_sample_data(work / 'data', n_subjects=8, size=64)
 
@@ -322,3 +323,24 @@ def test_export_template_panel_in_jupyterlab(lab, tmp_path):
         except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
         assert [e['precision'] for e in exports['exports'] if e['format'] == 'openvino'] == ['fp32', 'fp16'], exports
         expect(page.locator('.widget-output table')).to_contain_text('relative_diff', timeout=30_000)
+
+
+def test_prepare_template_panel_in_jupyterlab(lab, tmp_path):
+    "The prepare panel de-identifies and converts a DICOM series and shows its middle slices."
+    base, work = lab
+    series = SHARED_DATA / 'dicom' / 'dcm_qa_deident'
+    if not series.exists(): pytest.skip(f'{series} is absent: this test needs ../shared/data beside the repo')
+    shutil.copytree(series, work / 'dicom')
+    with _page(tmp_path, 1200) as page:
+        _open_and_run_all(page, base, 'prepare.ipynb')
+        folder = _control(page, 'dicom_dir').locator('input')
+        try: expect(folder).to_be_visible(timeout=90_000)
+        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        _set_text(page, 'dicom_dir', 'dicom')
+        _set_text(page, 'output_dir', 'prepared')
+        page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
+        manifest = work / 'prepared' / 'data.csv'
+        try: _wait(lambda: manifest.is_file(), 120, f'{manifest} after pressing Run', every=0.5)
+        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        expect(page.locator('.widget-output img')).to_have_count(1, timeout=60_000)
+        assert len(list((work / 'prepared' / 'anonymized').rglob('*.dcm'))) == 196
