@@ -231,7 +231,7 @@ class ExportConfig(Strict):
     @classmethod
     def _one_or_more(cls, v): return [v] if isinstance(v, str) else v
 
-# %% ../nbs/01_config.ipynb #7f4c9fd4
+# %% ../nbs/01_config.ipynb #45d96545
 class MedlabConfig(Strict):
     "Everything a medlab training run needs; GaNDLF's keys plus medlab's `data_csv`, `output_dir`, `seed`."
     # medlab's own keys
@@ -356,11 +356,14 @@ class MedlabConfig(Strict):
         if not (len(p) == d or (d == 2 and len(p) == 3 and p[2] == 1)) or min(p) < 1:
             want = '[x, y] or [x, y, 1]' if d == 2 else '[x, y, z]'
             raise ValueError(f'patch_size {p} does not fit model.dimension {d}: give {want}')
-        catalog.check_patch_size(self.model.architecture, self.spatial_patch_size)
+        resize = self.data_preprocessing.get('resize_patch')
+        if resize is not None and len(resize.size) not in (1, self.model.dimension, 3):
+            raise ValueError(f'data_preprocessing.resize_patch {resize.size}: give one size per axis of a {self.model.dimension}D patch')
+        catalog.check_patch_size(self.model.architecture, self.network_patch_size)
         info = catalog.ARCHITECTURES[self.model.architecture]
         if (self.model.norm_type == 'instance' and info.task == 'segmentation' and self.model.architecture != 'unetr'
-                and min(self.spatial_patch_size) <= info.patch_multiple):
-            raise ValueError(f'patch_size {list(self.spatial_patch_size)}: with norm_type instance, {self.model.architecture} needs every side '
+                and min(self.network_patch_size) <= info.patch_multiple):
+            raise ValueError(f'patch_size {list(self.network_patch_size)}: with norm_type instance, {self.model.architecture} needs every side '
                              f'at least {2 * info.patch_multiple} (at {info.patch_multiple} its deepest level is one voxel, which '
                              'instance norm cannot normalise); use a larger patch or norm_type batch')
         overlap = self.inference_mechanism.patch_overlap
@@ -373,6 +376,14 @@ class MedlabConfig(Strict):
     def spatial_patch_size(self) -> tuple[int, ...]:
         "The patch size with one entry per spatial dimension."
         return tuple(self.patch_size[:self.model.dimension])
+
+    @property
+    def network_patch_size(self) -> tuple[int, ...]:
+        "What the network takes: `data_preprocessing.resize_patch` when given (patches are resized to it), else the patch size."
+        resize = self.data_preprocessing.get('resize_patch')
+        if resize is None: return self.spatial_patch_size
+        sizes = resize.size * self.model.dimension if len(resize.size) == 1 else resize.size
+        return tuple(sizes[:self.model.dimension])
 
     @property
     def augmentations(self) -> dict[str, Strict]:

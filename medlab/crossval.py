@@ -32,7 +32,7 @@ __all__ = ['EXECUTORS', 'FoldJob', 'plan_folds', 'notebook_error', 'run_fold', '
            'fold_row', 'fused_row', 'summarize_results', 'plot_results', 'KFoldResult', 'grid_configs', 'config_names',
            'kfold']
 
-# %% ../nbs/11d_crossval.ipynb #9fe808a5
+# %% ../nbs/11d_crossval.ipynb #9894f631
 @dataclass(frozen=True)
 class FoldJob:
     "One fold to train: its name, its run folder, its config and split files, and the train template that runs it."
@@ -68,7 +68,7 @@ def plan_folds(cfg: MedlabConfig,   # the run's config: data_csv, nested_trainin
     task = config_task(cfg.model, cfg.loss_function, cfg.metrics, scaling_factor=cfg.scaling_factor)  # the task decides whether folds are stratified
     check_fusion(fusion, task)
     subjects = read_manifest(cfg.data_csv)
-    check_subjects(subjects, cfg.model, source=cfg.data_csv, task=task)
+    check_subjects(subjects, cfg.model, source=cfg.data_csv, task=task, align='align_channels' in cfg.data_preprocessing)
     strata = task.strata(subjects) if cfg.nested_training.stratified else None
     folds = nested_folds(subjects, cfg.nested_training, cfg.seed, strata)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -127,7 +127,7 @@ def target_problems(subjects: list[Subject], task: Task) -> list[str]:
     return [f"the config trains {task.name}, which learns from a '{task.target_column}' column, but the data has "
             + (f"'{other}' instead: give {task.target_column}, or set {fix}" if other else f'no {task.target_column} column')]
 
-# %% ../nbs/09_data.ipynb #5a14d242
+# %% ../nbs/09_data.ipynb #f558a0db
 def _file_problems(where: str, name: str, path: str, model: ModelConfig) -> tuple[list[str], ImageInfo | None, str]:
     "One file's problems, its header (squeezed to the model's dimension) and its content digest."
     try: info = squeeze_info(read_info(path), model.dimension)
@@ -138,7 +138,7 @@ def _file_problems(where: str, name: str, path: str, model: ModelConfig) -> tupl
     integrity = file_integrity(path)
     return [f'{where}: {name}: {p}' for p in integrity.problems], info, integrity.digest
 
-def _subject_problems(s: Subject, model: ModelConfig, task: Task | None = None) -> tuple[list[str], dict[str, str]]:
+def _subject_problems(s: Subject, model: ModelConfig, task: Task | None = None, align: bool = False) -> tuple[list[str], dict[str, str]]:
     "Every problem with one subject's files, as lines that name the row and the file; and each channel's digest."
     where = f'line {s.row} ({s.subject_id})'
     problems, infos, digests = [], [], {}
@@ -155,7 +155,9 @@ def _subject_problems(s: Subject, model: ModelConfig, task: Task | None = None) 
     ref_name, ref_path, ref = infos[0]
     for name, path, info in infos[1:]:
         diffs = geometry_differences(ref, info)
-        if diffs: problems.append(f"{where}: {name} lies on another grid than {ref_name}: {'; '.join(diffs)} (resample it onto {ref_name}'s grid)")
+        if diffs and not (align and name != 'Label'):
+            problems.append(f"{where}: {name} lies on another grid than {ref_name}: {'; '.join(diffs)} (resample it onto {ref_name}'s grid"
+                            + (')' if name == 'Label' else ", or add align_channels to data_preprocessing)"))
     if s.value is not None and task is not None and (problem := task.value_problem(s.value)): problems.append(f'{where}: {problem}')
     for name, path, info in infos:  # values in their stored type: no float64 copy of each volume
         if name == 'Label':
@@ -180,12 +182,13 @@ def check_subjects(subjects: list[Subject],   # every subject to be read
                    model: ModelConfig,        # what the network takes: dimension, channels, class_list
                    source: str = 'data',      # the manifest(s), for the message
                    workers: int = 4,
-                   task: Task | None = None   # the run's task: classification values must lie in class_list
+                   task: Task | None = None,  # the run's task: classification values must lie in class_list
+                   align: bool = False        # channels on other grids are resampled onto the first (`align_channels`)
                   ):
     "Raise a `DataError` listing every problem of every subject (and images that two subjects share), or return quietly."
     if task is not None and (missing := target_problems(subjects, task)): raise DataError(source, missing)
     with ThreadPoolExecutor(workers) as pool:
         ordered = sorted(subjects, key=lambda s: (s.csv, s.row))
-        found = list(pool.map(lambda s: _subject_problems(s, model, task), ordered))
+        found = list(pool.map(lambda s: _subject_problems(s, model, task, align), ordered))
     problems = [p for ps, _ in found for p in ps] + _duplicates(ordered, [ds for _, ds in found])
     if problems: raise DataError(source, problems)

@@ -74,7 +74,7 @@ def predict_subject(predictors: list[Predictor], subject) -> list[Prediction]:
         out.append(p.predict_image(*images[key][:1], subject.subject_id, reference, images[key][1]))
     return out
 
-# %% ../nbs/11c_infer.ipynb #23f6d386
+# %% ../nbs/11c_infer.ipynb #92f1bb22
 @dataclass
 class Inference:
     "What `predict` wrote: where, the predictions table, and the scores when the CSV had the truth."
@@ -104,7 +104,8 @@ def predict(runs,                                  # a run folder, a k-fold fold
     check_fusion(fusion, first.task)
     subjects = read_manifest(data_csv, target=False)
     scored = not target_problems(subjects, first.task)
-    check_subjects(subjects, first.cfg.model, source=str(data_csv), task=first.task if scored else None)
+    check_subjects(subjects, first.cfg.model, source=str(data_csv), task=first.task if scored else None,
+                   align='align_channels' in first.cfg.data_preprocessing)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = [first.task.write(fuse(predict_subject(predictors, s), first, fusion), out) for s in progress_bar(subjects, desc='predict')]

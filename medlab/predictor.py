@@ -64,7 +64,7 @@ def as_subject(x: str | Path | list | tuple | Subject, subject_id: str | None = 
     stem = first.name if first.is_dir() or not first.suffix else first.name.removesuffix('.gz').rsplit('.', 1)[0]
     return Subject(subject_id or stem, tuple(str(p.resolve()) for p in paths))
 
-# %% ../nbs/10b_predictor.ipynb #31bb6b5f
+# %% ../nbs/10b_predictor.ipynb #3e91721e
 class Predictor:
     "A network with the task, pre- and post-processing of its run: whole images in, predictions on their grid out."
     def __init__(self, model: torch.nn.Module,       # the network (moved to `device`)
@@ -92,9 +92,14 @@ class Predictor:
         return f'Predictor({self.cfg.model.architecture}, {self.task.name}, {self.cfg.model.dimension}D, {self.device}, {self.source!r})'
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        "The network on a batch of patches, laid out in the network's memory format."
+        "The network on a batch of patches, laid out in the network's memory format (resized to `resize_patch` and back, when given)."
+        size, network = tuple(batch.shape[2:]), self.cfg.network_patch_size
+        mode = 'bilinear' if len(size) == 2 else 'trilinear'
+        if size != network: batch = torch.nn.functional.interpolate(batch.float(), size=network, mode=mode, align_corners=False)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            return self.model(batch.to(self.device).contiguous(memory_format=self.memory_format)).float()
+            out = self.model(batch.to(self.device).contiguous(memory_format=self.memory_format)).float()
+        if size != network and self.task.per_voxel: out = torch.nn.functional.interpolate(out, size=size, mode=mode, align_corners=False)
+        return out
 
 # %% ../nbs/10b_predictor.ipynb #f9aa1517
 def _plain(t) -> torch.Tensor:

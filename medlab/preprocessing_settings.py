@@ -12,12 +12,12 @@ from pydantic import Field, field_validator, model_validator
 from .utils import Strict, did_you_mean
 
 # %% auto #0
-__all__ = ['CT_WINDOWS', 'SPATIAL', 'PREPROCESSING', 'POSTPROCESSING', 'NoSettings', 'ThresholdSettings', 'ClipSettings',
-           'RescaleSettings', 'ByValueSettings', 'HistogramMatchingSettings', 'AdaptiveEqualizationSettings',
-           'CTWindowSettings', 'ResampleSettings', 'SizeSettings', 'SmallComponentSettings', 'MorphologySettings',
-           'MappingSettings']
+__all__ = ['CT_WINDOWS', 'PATCH_STEPS', 'SPATIAL', 'PREPROCESSING', 'POSTPROCESSING', 'NoSettings', 'ThresholdSettings',
+           'ClipSettings', 'RescaleSettings', 'ByValueSettings', 'HistogramMatchingSettings',
+           'AdaptiveEqualizationSettings', 'CTWindowSettings', 'ResampleSettings', 'SizeSettings',
+           'SmallComponentSettings', 'MorphologySettings', 'MappingSettings']
 
-# %% ../nbs/01c_preprocessing_settings.ipynb #d179ee94
+# %% ../nbs/01c_preprocessing_settings.ipynb #307bc016
 class NoSettings(Strict):
     "A transform without settings."
 
@@ -103,7 +103,9 @@ class SizeSettings(Strict):
         if not v or any(x < 0 for x in v): raise ValueError(f'give non-negative voxel counts, got {v}')
         return v
 
-SPATIAL = ('to_canonical', 'resample', 'resample_min', 'resize_image', 'crop_external_zero_planes', 'crop', 'centercrop')  # change the grid
+PATCH_STEPS = ('resize_patch',)  # act on patches, not images: in the loader and the predictor
+
+SPATIAL = ('align_channels', 'to_canonical', 'resample', 'resample_min', 'resize_image', 'crop_external_zero_planes', 'crop', 'centercrop')  # change the grid
 
 PREPROCESSING: dict[str, type[Strict]] = {
     'normalize': NoSettings,                 # z-score over the whole image, per channel
@@ -122,11 +124,13 @@ PREPROCESSING: dict[str, type[Strict]] = {
     'histogram_equalization': HistogramMatchingSettings,  # global: matching to a uniform histogram
     'adaptive_histogram_equalization': AdaptiveEqualizationSettings,
     'ct_window': CTWindowSettings,
+    'align_channels': NoSettings,            # resample channels 1.. onto channel 0's grid (else channels on other grids are an error)
     'to_canonical': NoSettings,              # reorient so the array axes run along the patient axes (identity direction)
     'resample': ResampleSettings,            # to a spacing
     'resample_min': ResampleSettings,        # to the finer of the image's spacing and the given one, per axis (never coarser)
     'resize_image': SizeSettings,            # to a number of voxels, same physical extent
     'crop_external_zero_planes': NoSettings, # crop to the box of non-zero voxels of the channels
+    'resize_patch': SizeSettings,            # every patch (training) and window (inference) resized to this before the network
     'crop': SizeSettings,                    # remove `size` voxels at both ends of each axis
     'centercrop': SizeSettings,              # crop (or pad with zeros) to `size` about the centre
     'rgba2rgb': NoSettings,                  # drop the alpha channel

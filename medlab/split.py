@@ -130,8 +130,8 @@ def nested_folds(subjects: list[Subject], nested: NestedTrainingConfig, seed: in
     if any(not f.split.training or not f.split.validation or (k1 > 1 and not f.split.testing) for f in folds): raise too_few
     return folds
 
-# %% ../nbs/09a_split.ipynb #06a03f97
-def check_split(split: Split, model: ModelConfig, task: Task, source: str = 'data') -> Split:
+# %% ../nbs/09a_split.ipynb #e0a8f7dc
+def check_split(split: Split, model: ModelConfig, task: Task, source: str = 'data', align: bool = False) -> Split:
     "`split` when every subject is readable and fits the network and the task; else a `DataError` listing every problem."
     seen, clashes = {}, []
     for k, subs in split.items():
@@ -140,7 +140,7 @@ def check_split(split: Split, model: ModelConfig, task: Task, source: str = 'dat
     if clashes: raise DataError(source, clashes)
     if not split.training or not split.validation:
         raise DataError(source, ['a split needs at least one training and one validation subject'])
-    check_subjects(split.subjects, model, source=source, task=task)
+    check_subjects(split.subjects, model, source=source, task=task, align=align)
     return split
 
 def load_split(cfg: MedlabConfig, task: Task) -> Split:
@@ -149,8 +149,8 @@ def load_split(cfg: MedlabConfig, task: Task) -> Split:
     if isinstance(cfg.data_csv, DataFilesConfig):
         files = cfg.data_csv.model_dump()
         split = Split(*(tuple(read_manifest(files[k])) if files[k] else () for k in SPLITS))
-        return check_split(split, cfg.model, task, 'data_csv')
+        return check_split(split, cfg.model, task, 'data_csv', 'align_channels' in cfg.data_preprocessing)
     subjects = read_manifest(cfg.data_csv)
-    check_subjects(subjects, cfg.model, source=str(cfg.data_csv), task=task)
+    check_subjects(subjects, cfg.model, source=str(cfg.data_csv), task=task, align='align_channels' in cfg.data_preprocessing)
     strata = task.strata(subjects) if cfg.nested_training.stratified else None
     return nested_folds(subjects, cfg.nested_training, cfg.seed, strata)[0].split

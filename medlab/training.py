@@ -340,7 +340,7 @@ def export_trained(run: RunFolder, cfg: MedlabConfig):
                            f'{str(e)[:300]}); retry with medlab.export_run({str(run.path)!r}), or set export.enabled: false') from e
     run.log_event('exported', files=[Path(f).name for f in result.table.file if f][1:])
 
-# %% ../nbs/11_training.ipynb #24dffd2f
+# %% ../nbs/11_training.ipynb #954b90e3
 def process_group(accelerator: str = 'auto') -> tuple[int, int, torch.device | None]:
     "Under torchrun, join the process group (NCCL on GPUs, gloo on CPUs): (rank, world size, this process's device); else (0, 1, None)."
     world = int(os.environ.get('WORLD_SIZE', '1'))
@@ -365,7 +365,8 @@ def train(cfg: MedlabConfig,                  # the run's config, from `load_con
     rank, world, device = process_group(cfg.accelerator)
     latest = _previous_run(run, cfg, resume)  # every process resumes from the same checkpoint
     if split is None: split = load_split(cfg, task)
-    else: split = check_split(split if isinstance(split, Split) else Split.read(split), cfg.model, task, str(split) if not isinstance(split, Split) else 'split')
+    else: split = check_split(split if isinstance(split, Split) else Split.read(split), cfg.model, task,
+                              str(split) if not isinstance(split, Split) else 'split', 'align_channels' in cfg.data_preprocessing)
     if latest is not None: _same_split(run, split)
     if rank > 0: run = RunFolder(tempfile.mkdtemp(prefix=f'medlab-rank{rank}-'))  # only rank 0 writes the run folder
     with run.hold():                   # one writer per run folder, from here to the end

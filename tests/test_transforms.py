@@ -20,7 +20,7 @@ from conftest import ROOT
 SETTINGS = {'threshold': {'min': 0.1, 'max': 2.0}, 'clip': {'min': 0.0, 'max': 1.0}, 'clamp': {'min': 0.0, 'max': 1.0},
             'rescale': {'percentiles': [1, 99]}, 'normalize_by_val': {'mean': [0.5, 0.5, 0.5], 'std': [0.2, 0.2, 0.2]},
             'ct_window': {'preset': 'brain'}, 'resample': {'resolution': 1.2}, 'resample_min': {'resolution': 0.6},
-            'resize_image': [20, 18, 16], 'crop': [2, 1, 1], 'centercrop': [16, 16, 12]}
+            'resize_image': [20, 18, 16], 'crop': [2, 1, 1], 'centercrop': [16, 16, 12], 'resize_patch': [16, 16, 16]}
 RGB_ONLY = {'normalize_imagenet', 'normalize_standardize', 'normalize_by_val', 'rgb2rgba'}
 
 
@@ -105,3 +105,45 @@ def test_gandlf_all_options_preprocessing_block_is_read(tmp_path):
     assert np.asarray(data['image']).shape == (1, 64, 64, 64) and data['grid'].size == (64, 64, 64)
     post = config_from_dict({'data_postprocessing': {'fill_holes': None, 'mapping': {0: 0, 1: 1, 2: 4}}})
     assert list(post.data_postprocessing) == ['fill_holes', 'mapping']
+
+
+def test_channels_on_other_grids_are_aligned_when_asked(tmp_path):
+    "A second channel on a coarser grid: refused with the fix named, then read on the first channel's grid with align_channels."
+    csv = medlab.make_sample_data(tmp_path / 'data', n_subjects=6, size=32, num_channels=2)
+    df = pd.read_csv(csv)
+    for path in df.Channel_1:  # the second contrast resampled to 2 mm voxels over the same box, as another scanner gave it
+        img = sitk.ReadImage(str(csv.parent / path))
+        coarse = sitk.Resample(img, [13, 13], sitk.Transform(), sitk.sitkLinear, (-39.6, -39.6), (2.0, 2.0), img.GetDirection(), 0.0)
+        sitk.WriteImage(coarse, str(csv.parent / path))
+    base = {'data_csv': str(csv), 'output_dir': str(tmp_path / 'run'), 'patch_size': [32, 32], 'num_epochs': 1, 'batch_size': 4,
+            'model': {'class_list': [0, 1, 2], 'base_filters': 4, 'num_channels': 2}, 'export': {'enabled': False}}
+    with pytest.raises(medlab.DataError, match='add align_channels to data_preprocessing'): medlab.train(config_from_dict(base))
+    cfg = config_from_dict({**base, 'data_preprocessing': {'align_channels': None, 'normalize': None}})
+    subject = read_manifest(csv)[0]
+    data = SubjectReader(cfg.data_preprocessing, 2, Segmentation([0, 1, 2])).read(subject)
+    assert np.asarray(data['image']).shape == (2, 32, 32) and data['grid'].size == (32, 32)
+    assert medlab.train(cfg).epochs_run == 1
+
+
+def test_resize_patch_feeds_the_network_its_size_and_predicts_on_the_input_grid(tmp_path):
+    "GaNDLF's resize_patch: 48-voxel patches reach the network as 32, windows go through it resized and come back at 48."
+    from medlab.loader import PatchQueue
+    csv = medlab.make_sample_data(tmp_path / 'data', n_subjects=6, size=48)
+    cfg = config_from_dict({'data_csv': str(csv), 'output_dir': str(tmp_path / 'run'), 'patch_size': [48, 48], 'num_epochs': 2,
+                            'batch_size': 2, 'model': {'class_list': [0, 1, 2], 'base_filters': 4}, 'export': {'enabled': False},
+                            'data_preprocessing': {'resize_patch': [32, 32]}, 'save_output': True})
+    assert cfg.network_patch_size == (32, 32)
+    subjects = read_manifest(csv)
+    queue = PatchQueue(subjects, cfg, SubjectReader(cfg.data_preprocessing, 2, Segmentation([0, 1, 2])))
+    batch = next(iter(queue.epoch(1)))
+    assert tuple(batch['image'].shape[2:]) == (32, 32) and tuple(batch['label'].shape[2:]) == (32, 32)
+    medlab.train(cfg)
+    written = sorted((tmp_path / 'run' / 'predictions' / 'validation').glob('*_prediction.nii.gz'))
+    assert written and read_image(written[0]).GetSize() == (48, 48)
+    seen = []
+    predictor = medlab.load_run(tmp_path / 'run')
+    predictor.model.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[2:])))
+    predictor.predict(subjects[0])
+    assert seen and set(seen) == {(32, 32)}
+    with pytest.raises(medlab.ConfigError, match='multiple of 16'):
+        config_from_dict({**cfg.model_dump(mode='json'), 'data_preprocessing': {'resize_patch': [30, 30]}})
