@@ -22,9 +22,9 @@ from .utils import Registry, Spec
 
 # %% auto #0
 __all__ = ['PREPROCESSORS', 'SPATIAL_PREPROCESSORS', 'POSTPROCESSORS', 'preprocessing_specs', 'Steps', 'build_preprocessing',
-           'RegionZScored', 'HistogramMatchd', 'AdaptiveEqualized', 'AlphaChanneld', 'align_channels', 'nonzero_box',
-           'GridSteps', 'grid_info', 'to_reference', 'PerLabel', 'postprocessing_specs', 'build_postprocessing',
-           'value_mapping']
+           'PerChannel', 'RegionZScored', 'HistogramMatchd', 'AdaptiveEqualized', 'AlphaChanneld', 'align_channels',
+           'nonzero_box', 'GridSteps', 'grid_info', 'to_reference', 'PerLabel', 'postprocessing_specs',
+           'build_postprocessing', 'value_mapping']
 
 # %% ../nbs/08_transforms.ipynb #135c71b4
 PREPROCESSORS = Registry('pre-processing transform')
@@ -85,75 +85,64 @@ PREPROCESSORS['normalize_standardize'] = lambda s: _rgb([0.5] * 3, [0.5] * 3)
 PREPROCESSORS['normalize_div_by_255'] = lambda s: [Spec(_T + 'ScaleIntensityRanged', dict(keys=_I, a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0))]
 PREPROCESSORS['normalize_by_val'] = lambda s: _rgb(s.mean, s.std)
 
-# %% ../nbs/08_transforms.ipynb #cf060371
-class RegionZScored(MapTransform):
+# %% ../nbs/08_transforms.ipynb #2a8ef896
+class PerChannel(MapTransform):
+    "A dictionary transform that applies `channel` (one float32 array of a channel in, one out) to each channel of its keys."
+    def channel(self, arr: np.ndarray) -> np.ndarray: raise NotImplementedError
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = np.asarray(d[key], dtype=np.float32)
+            d[key] = np.stack([self.channel(c) for c in img]).astype(np.float32)
+        return d
+
+class RegionZScored(PerChannel):
     "Per channel: subtract the mean and divide by the standard deviation of the voxels in `region` ('nonzero' or 'positive'), everywhere."
     def __init__(self, keys, region: str = 'nonzero'):
         super().__init__(keys)
         self.region = region
 
-    def __call__(self, data):
-        d = dict(data)
-        for key in self.key_iterator(d):
-            img = torch.as_tensor(d[key], dtype=torch.float32)
-            out = torch.empty_like(img)
-            for c in range(img.shape[0]):
-                inside = img[c] != 0 if self.region == 'nonzero' else img[c] > 0
-                values = img[c][inside] if inside.any() else img[c].reshape(-1)
-                std = values.std(unbiased=False)
-                out[c] = (img[c] - values.mean()) / (std if std > 0 else 1.0)
-            d[key] = out
-        return d
+    def channel(self, arr):
+        inside = arr != 0 if self.region == 'nonzero' else arr > 0
+        values = arr[inside] if inside.any() else arr.ravel()
+        std = values.std()
+        return (arr - values.mean()) / (std if std > 0 else 1.0)
 
 PREPROCESSORS['normalize_nonZero'] = lambda s: [Spec(_M + 'RegionZScored', dict(keys=_I, region='nonzero'))]
 PREPROCESSORS['normalize_positive'] = lambda s: [Spec(_M + 'RegionZScored', dict(keys=_I, region='positive'))]
 
-# %% ../nbs/08_transforms.ipynb #bce44425
-class HistogramMatchd(MapTransform):
+# %% ../nbs/08_transforms.ipynb #8e32a30d
+class HistogramMatchd(PerChannel):
     "Per channel: match the histogram to the image file `target` (its first channel), with SimpleITK."
     def __init__(self, keys, target: str, num_hist_level: int = 1024, num_match_points: int = 16):
         super().__init__(keys)
         self.target, self.levels, self.points = target, num_hist_level, num_match_points
-        self._template = None
+        self._template = None  # read once, on first use (not per subject)
 
     def template(self) -> sitk.Image:
+        "The template's first channel, as a one-column image (matching compares histograms only)."
         if self._template is None:
             image = sitk.ReadImage(str(self.target), sitk.sitkFloat32)
             if image.GetNumberOfComponentsPerPixel() > 1: image = sitk.VectorIndexSelectionCast(image, 0, sitk.sitkFloat32)
-            self._template = image
+            self._template = sitk.GetImageFromArray(sitk.GetArrayFromImage(image).reshape(-1, 1))
         return self._template
 
-    def __call__(self, data):
-        d = dict(data)
-        for key in self.key_iterator(d):
-            img = np.asarray(d[key], dtype=np.float32)
-            out = np.empty_like(img)
-            template = sitk.GetArrayFromImage(self.template()).ravel()
-            for c in range(img.shape[0]):
-                f = sitk.HistogramMatchingImageFilter()
-                f.SetNumberOfHistogramLevels(self.levels); f.SetNumberOfMatchPoints(self.points); f.ThresholdAtMeanIntensityOff()
-                matched = f.Execute(sitk.GetImageFromArray(img[c].reshape(-1, 1)), sitk.GetImageFromArray(template.reshape(-1, 1)))
-                out[c] = sitk.GetArrayFromImage(matched).reshape(img[c].shape)
-            d[key] = out
-        return d
+    def channel(self, arr):
+        f = sitk.HistogramMatchingImageFilter()
+        f.SetNumberOfHistogramLevels(self.levels); f.SetNumberOfMatchPoints(self.points); f.ThresholdAtMeanIntensityOff()
+        return sitk.GetArrayFromImage(f.Execute(sitk.GetImageFromArray(arr.reshape(-1, 1)), self.template())).reshape(arr.shape)
 
-class AdaptiveEqualized(MapTransform):
+class AdaptiveEqualized(PerChannel):
     "Per channel: SimpleITK's adaptive histogram equalisation (`alpha`, `beta`, `radius` in voxels)."
     def __init__(self, keys, alpha: float = 0.3, beta: float = 0.3, radius: int = 5):
         super().__init__(keys)
         self.alpha, self.beta, self.radius = alpha, beta, radius
 
-    def __call__(self, data):
-        d = dict(data)
-        for key in self.key_iterator(d):
-            img = np.asarray(d[key], dtype=np.float32)
-            out = np.empty_like(img)
-            for c in range(img.shape[0]):
-                f = sitk.AdaptiveHistogramEqualizationImageFilter()
-                f.SetAlpha(self.alpha); f.SetBeta(self.beta); f.SetRadius([self.radius] * img[c].ndim)
-                out[c] = sitk.GetArrayFromImage(f.Execute(sitk.GetImageFromArray(img[c])))
-            d[key] = out
-        return d
+    def channel(self, arr):
+        f = sitk.AdaptiveHistogramEqualizationImageFilter()
+        f.SetAlpha(self.alpha); f.SetBeta(self.beta); f.SetRadius([self.radius] * arr.ndim)
+        return sitk.GetArrayFromImage(f.Execute(sitk.GetImageFromArray(arr)))
 
 def _equalize(s) -> list[Spec]:
     return [Spec(_T + 'HistogramNormalized', dict(keys=_I, num_bins=s.num_hist_level, min=0, max=1))]
