@@ -10,13 +10,14 @@ __all__ = []
 import importlib
 
 _NAMES = {
+    'install_short_errors': 'errors', 'user_message': 'errors', 'last_traceback': 'errors', 'summary_slot': 'utils',
     'load_config': 'config', 'save_config': 'config', 'update_config': 'config', 'MedlabConfig': 'config',
     'ConfigError': 'config', 'DataError': 'data', 'make_sample_data': 'sample_data', 'train': 'training',
     'TrainResult': 'training', 'plot_curves': 'training', 'is_interactive': 'utils', 'config_panel': 'widgets', 'show_result': 'widgets',
     'load_run': 'predictor', 'Predictor': 'predictor', 'RunFolder': 'run', 'Split': 'split', 'read_manifest': 'data',
     'predict': 'infer', 'evaluate': 'evaluation', 'infer_panel': 'widgets', 'show_inference': 'widgets',
     'export': 'deploy', 'export_run': 'deploy', 'package_run': 'deploy', 'load_package': 'deploy', 'bundle_run': 'deploy',
-    'export_panel': 'widgets', 'show_export': 'widgets', 'cam': 'explain', 'cam_layers': 'explain', 'cam_csv': 'explain', 'cam_panel': 'widgets', 'show_cam': 'widgets', 'check_parameters': 'utils', 'make_localization_data': 'sample_data', 'show_prediction': 'viewer', 'kfold': 'crossval', 'kfold_panel': 'widgets', 'show_kfold': 'widgets',
+    'export_panel': 'widgets', 'show_export': 'widgets', 'cam': 'explain', 'cam_layers': 'explain', 'cam_csv': 'explain', 'cam_panel': 'widgets', 'show_cam': 'widgets', 'check_parameters': 'utils', 'make_localization_data': 'sample_data', 'show_prediction': 'viewer', 'show_image': 'viewer', 'view3d': 'viewer', 'validation_gallery': 'viewer', 'browse_data': 'browse', 'subject_table': 'browse', 'kfold': 'crossval', 'kfold_panel': 'widgets', 'show_kfold': 'widgets',
     'anonymize': 'dicom', 'dicom_to_nifti': 'dicom', 'DicomSeriesError': 'dicom',
     'construct_csv': 'prepare', 'split_csv': 'prepare', 'preprocess': 'prepare',
     'preview_augmentations': 'augmentation', 'prepare_dicom': 'prepare', 'prepare_panel': 'widgets', 'show_prepared': 'widgets',

@@ -36,21 +36,21 @@ def registered(registry: str) -> AfterValidator:
     check.registry = ('catalog', registry)  # lets the widget panel offer the catalog's names
     return AfterValidator(check)
 
-# %% ../nbs/01_config.ipynb #77a5234e
+# %% ../nbs/01_config.ipynb #f24c56c5
 class ModelConfig(Strict):
     "The network: GaNDLF's `model` block."
-    dimension: Literal[2, 3] = 2  # 2D or 3D images
-    architecture: Annotated[str, registered('ARCHITECTURES')] = 'unet'  # name in `medlab.catalog.ARCHITECTURES`
-    num_channels: int = Field(1, ge=1)  # input channels: Channel_0.. columns (RGB files count 3)
-    class_list: list[int | str] = Field(default_factory=lambda: [0, 1])  # mask values (background first), class values, or regions '1||4'; [] for regression
-    base_filters: int = Field(16, ge=1)  # filters of the first level; doubled at each level down
-    final_layer: Literal['softmax', 'sigmoid', 'tanh', 'none'] = 'softmax'  # logits to probabilities (regression: to the value)
-    sigmoid_input_multiplier: float = Field(1.0, gt=0)  # sigmoid(multiplier * logits), as GaNDLF
-    norm_type: Literal['batch', 'instance', 'none'] = 'batch'  # normalisation layers (GaNDLF's default too)
-    amp: bool = False  # mixed precision on a GPU
-    print_summary: bool = False  # print the network's layers and parameter count
-    save_at_every_epoch: bool = False  # keep the weights of every epoch (model_epoch_N.pt): large
-    ignore_label_validation: int | None = None  # index in class_list of a class left out of validation scores
+    dimension: Literal[2, 3] = Field(2, description='2D or 3D images')
+    architecture: Annotated[str, registered('ARCHITECTURES')] = Field('unet', description='name in `medlab.catalog.ARCHITECTURES`')
+    num_channels: int = Field(1, ge=1, description='input channels: Channel_0.. columns (RGB files count 3)')
+    class_list: list[int | str] = Field(default_factory=lambda: [0, 1], description="mask values (background first), class values, or regions '1||4'; [] for regression")
+    base_filters: int = Field(16, ge=1, description='filters of the first level; doubled at each level down')
+    final_layer: Literal['softmax', 'sigmoid', 'tanh', 'none'] = Field('softmax', description='logits to probabilities (regression: to the value)')
+    sigmoid_input_multiplier: float = Field(1.0, gt=0, description='sigmoid(multiplier * logits), as GaNDLF')
+    norm_type: Literal['batch', 'instance', 'none'] = Field('batch', description="normalisation layers (GaNDLF's default too)")
+    amp: bool = Field(False, description='mixed precision on a GPU')
+    print_summary: bool = Field(False, description="print the network's layers and parameter count")
+    save_at_every_epoch: bool = Field(False, description='keep the weights of every epoch (model_epoch_N.pt): large')
+    ignore_label_validation: int | None = Field(None, description='index in class_list of a class left out of validation scores')
 
     @field_validator('class_list')
     @classmethod
@@ -80,7 +80,7 @@ class ModelConfig(Strict):
 def _is_region(text: str) -> bool:
     return all(p.strip().lstrip('-').isdigit() for p in text.split('||'))
 
-# %% ../nbs/01_config.ipynb #9c28b29b
+# %% ../nbs/01_config.ipynb #50e63565
 def _type_block(v):
     "Accept GaNDLF's short form `adam` for `{type: adam}`."
     return {'type': v} if isinstance(v, str) else v
@@ -128,7 +128,7 @@ class _Typed(Strict):
 class OptimizerConfig(_Typed):
     "The optimizer (`type`) and its options (`momentum`, `betas`, ...: see `medlab.catalog.OPTIMIZERS`)."
     _where, _registry = 'optimizer', 'OPTIMIZERS'
-    type: Annotated[str, registered('OPTIMIZERS')] = 'adam'
+    type: Annotated[str, registered('OPTIMIZERS')] = Field('adam', description='optimizer name in `medlab.catalog.OPTIMIZERS`')
 
     @model_validator(mode='after')
     def _dense_gradients(self):
@@ -140,7 +140,7 @@ class OptimizerConfig(_Typed):
 class SchedulerConfig(_Typed):
     "How the learning rate changes (`type`) and that schedule's options (see `medlab.catalog.SCHEDULERS`)."
     _where, _registry = 'scheduler', 'SCHEDULERS'
-    type: Annotated[str, registered('SCHEDULERS')] = 'constant'
+    type: Annotated[str, registered('SCHEDULERS')] = Field('constant', description='learning-rate schedule in `medlab.catalog.SCHEDULERS`')
 
     @model_validator(mode='after')
     def _whole_epochs(self):
@@ -150,12 +150,12 @@ class SchedulerConfig(_Typed):
                 raise ValueError(f'scheduler.{key}: {self.type} counts whole epochs; give a whole number of at least 1, got {v}')
         return self
 
-# %% ../nbs/01_config.ipynb #724448ca
+# %% ../nbs/01_config.ipynb #f5fc4620
 class NestedTrainingConfig(Strict):
     "Folds for testing and validation, as GaNDLF counts them."
-    testing: int = 1  # k: hold out 1/|k| of subjects for testing; 1 keeps none
-    validation: int = -5  # k: hold out 1/|k| of the remaining subjects for validation
-    stratified: bool = True  # classification: every fold gets each class in proportion (GaNDLF's default is false)
+    testing: int = Field(1, description='k: hold out 1/|k| of subjects for testing; 1 keeps none')
+    validation: int = Field(-5, description='k: hold out 1/|k| of the remaining subjects for validation')
+    stratified: bool = Field(True, description="classification: every fold gets each class in proportion (GaNDLF's default is false)")
 
     @field_validator('testing', 'validation')
     @classmethod
@@ -174,9 +174,9 @@ class NestedTrainingConfig(Strict):
 
 class DataFilesConfig(Strict):
     "Explicit subject files for each split (GaNDLF's `-i train.csv,val.csv,test.csv`)."
-    training: str
-    validation: str
-    testing: str | None = None
+    training: str = Field(description='CSV of the training subjects')
+    validation: str = Field(description='CSV of the validation subjects')
+    testing: str | None = Field(None, description='CSV of the testing subjects (none: no test set)')
 
 # %% ../nbs/01_config.ipynb #567600d2
 def _transform_block(kind: str, known: dict[str, type[Strict]], extra: tuple[str, ...] = ()):
@@ -195,19 +195,19 @@ def _transform_block(kind: str, known: dict[str, type[Strict]], extra: tuple[str
         return out
     return field_validator(kind, mode='before')(classmethod(check))
 
-# %% ../nbs/01_config.ipynb #e6d9eef0
+# %% ../nbs/01_config.ipynb #0593bc05
 class InferenceConfig(Strict):
     "How whole images are predicted from patches (GaNDLF's `inference_mechanism`)."
-    grid_aggregator_overlap: Literal['crop', 'average', 'gaussian', 'hann'] = 'average'  # overlapping windows: keep each one's centre, average, or weigh by a Gaussian or a Hann window
-    patch_overlap: int = Field(0, ge=0)  # voxels shared by neighbouring patches
+    grid_aggregator_overlap: Literal['crop', 'average', 'gaussian', 'hann'] = Field('average', description="overlapping windows: keep each one's centre, average, or weigh by a Gaussian or a Hann window")
+    patch_overlap: int = Field(0, ge=0, description='voxels shared by neighbouring patches')
 
 class PatchSamplerConfig(Strict):
     "Where training patches are drawn (GaNDLF's `patch_sampler`, short form `label` or `uniform`)."
-    type: Literal['uniform', 'label'] = 'label'  # label: patch centres on each class in turn (see label_probabilities)
-    enable_padding: bool = False  # pad each side by half a patch first, so label-centred patches reach the border
-    padding_mode: Literal['constant', 'edge', 'reflect', 'symmetric', 'minimum', 'maximum', 'mean', 'median'] = 'symmetric'
-    biased_sampling: bool = False  # label: draw classes by the training penalty 1 - n_c/N (rare classes more often)
-    label_probabilities: dict[int, float] | None = None  # label: probability of a patch centred on each class value; None: background and foreground equally
+    type: Literal['uniform', 'label'] = Field('label', description='label: patch centres on each class in turn (see label_probabilities)')
+    enable_padding: bool = Field(False, description='pad each side by half a patch first, so label-centred patches reach the border')
+    padding_mode: Literal['constant', 'edge', 'reflect', 'symmetric', 'minimum', 'maximum', 'mean', 'median'] = Field('symmetric', description='how enable_padding fills the added border')
+    biased_sampling: bool = Field(False, description='label: draw classes by the training penalty 1 - n_c/N (rare classes more often)')
+    label_probabilities: dict[int, float] | None = Field(None, description='label: probability of a patch centred on each class value; None: background and foreground equally')
 
     @model_validator(mode='before')
     @classmethod
@@ -220,63 +220,64 @@ class PatchSamplerConfig(Strict):
             raise ValueError(f'give non-negative probabilities with a positive sum, got {v}')
         return v
 
-# %% ../nbs/01_config.ipynb #350d0b15
+# %% ../nbs/01_config.ipynb #80e3224c
 class ExportConfig(Strict):
     "What `train` exports at the end of a run (into `output_dir/export/`)."
-    enabled: bool = True                                            # export when training ends
-    formats: list[Literal['openvino', 'onnx']] = Field(default_factory=lambda: ['openvino'])
-    precision: list[Literal['fp32', 'fp16', 'int8']] = Field(default_factory=lambda: ['fp32'])  # OpenVINO precisions
+    enabled: bool = Field(True, description='export when training ends')
+    formats: list[Literal['openvino', 'onnx']] = Field(default_factory=lambda: ['openvino'], description='file formats to export: openvino, onnx')
+    precision: list[Literal['fp32', 'fp16', 'int8']] = Field(default_factory=lambda: ['fp32'], description='OpenVINO precisions')
 
     @field_validator('formats', 'precision', mode='before')
     @classmethod
     def _one_or_more(cls, v): return [v] if isinstance(v, str) else v
 
-# %% ../nbs/01_config.ipynb #45d96545
+# %% ../nbs/01_config.ipynb #e6e015bc
 class MedlabConfig(Strict):
     "Everything a medlab training run needs; GaNDLF's keys plus medlab's `data_csv`, `output_dir`, `seed`."
     # medlab's own keys
-    data_csv: str | DataFilesConfig | None = None  # manifest CSV, or one CSV per split
-    output_dir: str = 'runs/medlab'  # run folder: checkpoints, logs, metrics
-    seed: int = Field(0, ge=0, lt=2**32)  # one seed for the split, sampling, augmentation and weights
+    data_csv: str | DataFilesConfig | None = Field(None, description='manifest CSV, or one CSV per split')
+    output_dir: str = Field('runs/medlab', description='run folder: checkpoints, logs, metrics')
+    seed: int = Field(0, ge=0, lt=2**32, description='one seed for the split, sampling, augmentation and weights')
     # GaNDLF's keys
-    version: dict[str, str] | None = None  # GaNDLF's version pin, kept but not enforced
-    modality: Literal['rad', 'histo'] = 'rad'  # histo: 2D RGB(A) patches of slides (GaNDLF's `path` too)
-    problem_type: Literal['segmentation', 'classification', 'regression'] | None = None  # GaNDLF derives it; when given it must agree
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    patch_size: list[int] = Field(default_factory=lambda: [64, 64])  # x, y (, z); GaNDLF's [x, y, 1] for 2D too
-    batch_size: int = Field(8, ge=1)
-    learning_rate: float = Field(1e-3, gt=0, le=10, allow_inf_nan=False)  # above 10 no optimiser here learns
-    num_epochs: int = Field(20, ge=1)
-    patience: int = Field(10, ge=1)  # epochs without a better validation metric before stopping
-    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
-    loss_function: Annotated[str, registered('LOSSES')] = 'dcce'
-    loss_options: dict[str, Any] = Field(default_factory=dict)  # GaNDLF's `loss_function: {name: {options}}`
-    weighted_loss: bool = False  # weigh each class by the penalty 1 - n_c/N counted on the training subjects
-    metrics: list[Annotated[str, registered('METRICS')]] = Field(default_factory=lambda: ['dice'])
-    metric_options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # GaNDLF's `metrics: [{name: {options}}]`
-    nested_training: NestedTrainingConfig = Field(default_factory=NestedTrainingConfig)
-    data_preprocessing: dict[str, Any] = Field(default_factory=dict)
-    data_augmentation: dict[str, Any] = Field(default_factory=dict)
-    data_postprocessing: dict[str, Any] = Field(default_factory=dict)
-    data_postprocessing_after_reverse_one_hot_encoding: dict[str, Any] = Field(default_factory=dict)  # on the label map, after the decision
-    patch_sampler: PatchSamplerConfig = Field(default_factory=PatchSamplerConfig)
-    inference_mechanism: InferenceConfig = Field(default_factory=InferenceConfig)
-    q_samples_per_volume: int = Field(8, ge=1)  # patches drawn from each volume read
-    q_max_length: int = Field(64, ge=1)  # patches held in the shuffling queue
-    q_num_workers: int = Field(0, ge=0)  # loader processes
-    in_memory: bool = False  # keep read volumes in memory instead of re-reading them
-    save_output: bool = False  # write validation predictions into the run folder
-    save_training: bool = False  # also write the best model's predictions of the training subjects
-    scaling_factor: float = Field(1.0, gt=0)  # regression: the network learns value * scaling_factor
-    clip_grad: float | None = Field(None, gt=0)
-    clip_mode: Literal['norm', 'value', 'none'] = 'norm'  # none: no clipping even with clip_grad
-    determinism: bool = False  # deterministic torch kernels where they exist (slower on a GPU)
-    precision: Literal['32', '16', 'bf16'] = '32'
-    accelerator: Literal['auto', 'cpu', 'gpu', 'cuda'] = 'auto'
-    devices: int | Literal['auto'] = 1  # GPUs of this machine; more than 1 trains under torchrun (see the training notebook)
-    verbose: bool = False  # print a line per epoch (also under papermill)
-    export: ExportConfig = Field(default_factory=ExportConfig)  # the model exported at the end of training
+    version: dict[str, str] | None = Field(None, description="GaNDLF's version pin, kept but not enforced")
+    modality: Literal['rad', 'histo'] = Field('rad', description="histo: 2D RGB(A) patches of slides (GaNDLF's `path` too)")
+    slide_mpp: float | None = Field(None, gt=0, le=1000, description='microns per level-0 pixel of slides whose files lack the MPP tag (modality histo)')
+    problem_type: Literal['segmentation', 'classification', 'regression'] | None = Field(None, description='segmentation, classification or regression: medlab derives it; when given it must agree')
+    model: ModelConfig = Field(default_factory=ModelConfig, description='the network')
+    patch_size: list[int] = Field(default_factory=lambda: [64, 64], description="x, y (, z); GaNDLF's [x, y, 1] for 2D too")
+    batch_size: int = Field(8, ge=1, description='patches per training step')
+    learning_rate: float = Field(1e-3, gt=0, le=10, allow_inf_nan=False, description='step size of the optimizer (above 10 no optimiser here learns)')
+    num_epochs: int = Field(20, ge=1, description='passes over the training subjects')
+    patience: int = Field(10, ge=1, description='epochs without a better validation metric before stopping')
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description='the optimizer and its options')
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description='how the learning rate changes over training')
+    loss_function: Annotated[str, registered('LOSSES')] = Field('dcce', description='loss name in `medlab.catalog.LOSSES`')
+    loss_options: dict[str, Any] = Field(default_factory=dict, description="GaNDLF's `loss_function: {name: {options}}`")
+    weighted_loss: bool = Field(False, description='weigh each class by the penalty 1 - n_c/N counted on the training subjects')
+    metrics: list[Annotated[str, registered('METRICS')]] = Field(default_factory=lambda: ['dice'], description='validation metrics; the first one picks the best epoch')
+    metric_options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="GaNDLF's `metrics: [{name: {options}}]`")
+    nested_training: NestedTrainingConfig = Field(default_factory=NestedTrainingConfig, description='folds held out for testing and validation')
+    data_preprocessing: dict[str, Any] = Field(default_factory=dict, description='transforms applied to every image before patching (GaNDLF names)')
+    data_augmentation: dict[str, Any] = Field(default_factory=dict, description='random transforms of training patches (GaNDLF names); default_probability for those without one')
+    data_postprocessing: dict[str, Any] = Field(default_factory=dict, description='transforms applied to predicted probabilities')
+    data_postprocessing_after_reverse_one_hot_encoding: dict[str, Any] = Field(default_factory=dict, description='transforms applied to the label map, after the decision')
+    patch_sampler: PatchSamplerConfig = Field(default_factory=PatchSamplerConfig, description='where training patches are drawn')
+    inference_mechanism: InferenceConfig = Field(default_factory=InferenceConfig, description='how whole images are predicted from patches')
+    q_samples_per_volume: int = Field(8, ge=1, description='patches drawn from each volume read')
+    q_max_length: int = Field(64, ge=1, description='patches held in the shuffling queue')
+    q_num_workers: int = Field(0, ge=0, description='loader processes')
+    in_memory: bool = Field(False, description='keep read volumes in memory instead of re-reading them')
+    save_output: bool = Field(False, description='write validation predictions into the run folder')
+    save_training: bool = Field(False, description="also write the best model's predictions of the training subjects")
+    scaling_factor: float = Field(1.0, gt=0, description='regression: the network learns value * scaling_factor')
+    clip_grad: float | None = Field(None, gt=0, description='clip gradients to this norm or value (none: no clipping)')
+    clip_mode: Literal['norm', 'value', 'none'] = Field('norm', description='clip_grad limits the gradient norm or each value; none: no clipping even with clip_grad')
+    determinism: bool = Field(False, description='deterministic torch kernels where they exist (slower on a GPU)')
+    precision: Literal['32', '16', 'bf16'] = Field('32', description='floating point bits of training: 32, 16 or bf16 (mixed precision)')
+    accelerator: Literal['auto', 'cpu', 'gpu', 'cuda'] = Field('auto', description='where to train: auto picks a GPU when there is one')
+    devices: int | Literal['auto'] = Field(1, description='GPUs of this machine; more than 1 trains under torchrun (see the training notebook)')
+    verbose: bool = Field(False, description='print a line per epoch (also under papermill)')
+    export: ExportConfig = Field(default_factory=ExportConfig, description='the model exported at the end of training')
 
     check_preprocessing = _transform_block('data_preprocessing', PREPROCESSING)
     check_augmentation = _transform_block('data_augmentation', AUGMENTATION, extra=('default_probability',))

@@ -212,7 +212,7 @@ def fused_row(output_dir: Path, outer: int, jobs: list[FoldJob], fusion: str, na
     return {'fold': f'{name}/outer_{outer}/fused' if name else f'outer_{outer}/fused', 'outer': outer, 'inner': 'fused',
             'status': f'{len(runs)} run(s) fused by {fusion}', **_test_columns(inference.evaluation.summary)}
 
-# %% ../nbs/11d_crossval.ipynb #a72cb9ab
+# %% ../nbs/11d_crossval.ipynb #4bfd801b
 def summarize_results(results: pd.DataFrame) -> pd.DataFrame:
     "Mean, std and count of each metric column over the fold rows and over the fused rows."
     rows = []
@@ -224,22 +224,22 @@ def summarize_results(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=['metric', 'over', 'mean', 'std', 'n'])
 
 def plot_results(results: pd.DataFrame, path: Path) -> Path:
-    "Box plots of each metric over the folds (fused rows as red points), written to `path`."
+    "A box plot per metric over the folds (each on its own scale: Dice and a volume difference do not share an axis; fused rows as red points), written to `path`."
     import matplotlib
     if not is_interactive(): matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     cols = [c for c in results.columns if c.startswith(('val_', 'test_')) and pd.to_numeric(results[c], errors='coerce').notna().any()]
     folds, fused = results[results.inner != 'fused'], results[results.inner == 'fused']
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(cols)), 4))
-    ax.boxplot([pd.to_numeric(folds[c], errors='coerce').dropna() for c in cols], tick_labels=cols)
-    labelled = False
-    for i, c in enumerate(cols, 1):
+    per_row = max(1, min(4, len(cols)))
+    rows = -(-len(cols) // per_row)
+    fig, axes = plt.subplots(rows, per_row, figsize=(2.6 * per_row, 2.8 * rows), squeeze=False)
+    for ax, c in zip(axes.flat, cols):
+        ax.boxplot([pd.to_numeric(folds[c], errors='coerce').dropna()], tick_labels=[''])
         values = pd.to_numeric(fused[c], errors='coerce').dropna()
-        if len(values):
-            ax.scatter([i] * len(values), values, color='tab:red', zorder=3, label=None if labelled else 'fused')
-            labelled = True
-    ax.set_title(f'{len(folds)} fold(s)'); ax.tick_params(axis='x', rotation=45); ax.grid(alpha=0.3)
-    if labelled: ax.legend()
+        if len(values): ax.scatter([1] * len(values), values, color='tab:red', zorder=3, label='fused')
+        ax.set_title(c, fontsize=9); ax.grid(alpha=0.3)
+    for ax in axes.flat[len(cols):]: ax.axis('off')
+    fig.suptitle(f'{len(folds)} fold(s)' + (' (red: fused)' if len(fused) else ''), fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp: fig.savefig(tmp, format='png', dpi=90)
     plt.close(fig)

@@ -1,8 +1,9 @@
 """End-to-end checks of the templates in a real JupyterLab driven by headless Chromium.
 
 train.ipynb: opens the template, runs all cells, checks that medlab's config panel (`medlab.widgets.ConfigPanel`)
-renders with its controls, edits two controls (architecture, num_epochs), presses Run and waits for the run
-folder's `metrics.json` to show the edited number of epochs. infer.ipynb and kfold.ipynb: the same machinery
+shows every field of its data, model and training tabs, that a bad CSV path gives one line and no traceback, that
+Run trains in the background (Run disabled, the curve image redrawn each epoch), that Stop ends the run and Run
+resumes it to the edited number of epochs. Screenshots go to tests/_artefacts/. infer.ipynb and kfold.ipynb: the same machinery
 (`medlab.widgets.ParameterPanel`): edit the paths and folds in the panel, press Run, wait for the files and the
 results shown under the panel.
 
@@ -32,6 +33,7 @@ CHROMIUM = Path('/usr/bin/chromium')
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / 'templates'
 SHARED_DATA = REPO.parent / "shared" / "data"
+ARTEFACTS = REPO / 'tests' / '_artefacts'   # screenshots of the panel tests (git-ignored)
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
                  '--no-first-run', '--disable-sync', '--disable-dev-shm-usage']
 PANEL_LABELS = ['model.architecture', 'model.dimension', 'patch_size', 'num_epochs', 'learning_rate',
@@ -141,7 +143,7 @@ def _notebook_text(page) -> str:
 def _control(page, label: str):
     "The widget box whose description label is exactly `label`."
     return page.locator('.widget-inline-hbox').filter(
-        has=page.locator('label.widget-label', has_text=re.compile(rf'^\s*{re.escape(label)}\s*$')))
+        has=page.locator('label.widget-label, label.widget-label-basic', has_text=re.compile(rf'^\s*{re.escape(label)}\s*$')))  # checkboxes: -basic
 
 @contextlib.contextmanager
 def _page(tmp_path, height: int = 1000):
@@ -184,48 +186,144 @@ def _screenshot_on_failure(page, tmp_path):
     try: page.screenshot(path=str(tmp_path / 'failure.png'), full_page=True)
     except Exception: pass
 
+def _shot(page, name: str):
+    "Save a screenshot of the whole page as a test artefact (tests/_artefacts/NAME.png)."
+    ARTEFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTEFACTS / f'{name}.png'), full_page=True)
+
+def _tab(page, name: str):
+    "Bring the panel's tab called `name` forward."
+    page.locator('.lm-TabBar-tab').filter(has_text=re.compile(rf'^\s*{re.escape(name)}\s*$')).click()
+
+_CURVES = """async () => {
+  const el = document.querySelector('.medlab-curves');
+  const img = el && (el.tagName === 'IMG' ? el : el.querySelector('img'));
+  const progress = document.querySelector('.medlab-progress'), message = document.querySelector('.medlab-message');
+  let hash = null;
+  if (img && img.src) {
+    const bytes = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
+    let h = 0; for (const b of bytes) h = (h * 31 + b) >>> 0;
+    hash = `${h}:${bytes.length}`;
+  }
+  return {progress: progress ? progress.innerText : '', message: message ? message.innerText : '', hash};
+}"""
+
+def _watch(page, until: str, timeout: float, seen: dict) -> dict:
+    "Poll the panel's progress line, message and curve image until the message contains `until`; `seen` maps epoch -> curve hashes."
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        state = page.evaluate(_CURVES)
+        m = re.search(r'epoch (\d+)/\d+', state['progress'])
+        if m and state['hash']: seen.setdefault(int(m.group(1)), set()).add(state['hash'])
+        if until in state['message']: return state
+        time.sleep(0.2)
+    raise AssertionError(f'timed out after {timeout:.0f} s waiting for {until!r} in the panel message; last: {state}')
+
 def test_train_template_panel_in_jupyterlab(lab, tmp_path):
+    """The grouped train panel in a real JupyterLab: every field of the data, model and training tabs is shown; a bad CSV
+    path gives one line and no traceback; Run trains in the background with Run disabled, the curves redrawn each
+    epoch; Stop ends the run and Run resumes it to the end."""
     base, work = lab
-    with _page(tmp_path) as page:
+    import medlab
+    from medlab.widgets import ConfigPanel
+    groups = ConfigPanel(medlab.load_config(work / 'configs' / 'seg2d_sample.yaml'), background=False).groups
+    with _page(tmp_path, 1400) as page:
         _open_and_run_all(page, base, 'train.ipynb')
-        # the panel: a dropdown with both architectures, every control, and a Run button
+        # the panel: a dropdown of segmentation architectures only (the manifest has Label), every control, a Run button
         arch = _control(page, 'model.architecture').locator('select')
-        try: expect(arch).to_be_visible(timeout=90_000)
+        try: expect(page.locator('.medlab-message')).to_have_count(1, timeout=90_000)
         except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
-        options = arch.locator('option').all_inner_texts()
-        assert {'unet', 'resunet'} <= {o.strip() for o in options}, options
-        assert page.locator('.widget-dropdown select').count() >= 1
+        _tab(page, 'model')
+        expect(arch).to_be_visible()
+        options = {o.strip() for o in arch.locator('option').all_inner_texts()}
+        assert {'unet', 'resunet'} <= options and not any(o.startswith(('resnet', 'vgg', 'densenet')) for o in options), options
         for label in PANEL_LABELS:
             expect(_control(page, label)).to_have_count(1)
+        for group in ('data', 'model', 'training'):   # every field of these tabs is there and visible in its tab
+            _tab(page, group)
+            for key in groups[group]:
+                expect(_control(page, key)).to_be_visible()
+            _shot(page, f'train_panel_{group}')
+        assert {'loss_function', 'patience', 'seed', 'metrics', 'model.class_list'} <= {k for g in groups.values() for k in g}
+        _tab(page, 'training')
         epochs = _control(page, 'num_epochs').locator('input')
         expect(epochs).to_have_value('2')
-        expect(_control(page, 'data_csv').locator('input')).to_have_value(re.compile(r'data/data\.csv$'))
         run = page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$'))
+        stop = page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Stop\s*$'))
         expect(run).to_have_count(1)
+        expect(stop).to_be_disabled()
         assert not (work / 'run' / 'metrics.json').exists(), 'the panel must not train before Run is pressed'
 
-        # edit two controls, then press Run
-        arch.select_option('resunet')
-        epochs.fill('1')
-        epochs.press('Enter')
-        epochs.blur()
-        expect(epochs).to_have_value('1')
+        # a bad CSV path: one line naming data_csv, the traceback folded away
+        _tab(page, 'data')
+        csv_box = _control(page, 'data_csv').locator('input')
+        csv_box.fill('nothere.csv'); csv_box.press('Enter'); csv_box.blur()
+        expect(page.locator('.medlab-message')).to_be_empty()
         run.click()
+        message = page.locator('.medlab-message .widget-html-content > div').first
+        expect(message).to_contain_text('nothere.csv', timeout=60_000)
+        assert '\n' not in message.inner_text().strip() and 'data_csv' in message.inner_text(), message.inner_text()
+        assert page.locator('.medlab-message details').get_attribute('open') is None
+        assert 'Traceback (most recent call last)' in page.locator('.medlab-message details pre').text_content()   # folded, not lost
+        shown = page.evaluate("document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)').innerText")
+        assert 'Traceback' not in shown and 'most recent call last' not in shown, shown[-2000:]
+        expect(run).to_be_enabled()
+        _shot(page, 'train_panel_bad_csv')
+        csv_box.fill('../data/data.csv'); csv_box.press('Enter'); csv_box.blur()   # relative to the YAML's folder, as in the YAML
+        expect(csv_box).to_have_value(str((work / 'data' / 'data.csv').resolve()))   # shown resolved
+        expect(page.locator('.medlab-message')).to_be_empty()
 
-        metrics = work / 'run' / 'metrics.json'
-        try: summary = _wait(lambda: _json_file(metrics), 120, f'{metrics} after pressing Run', every=0.5)
-        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
-        assert summary['epochs_run'] == 1, summary
+        # edit two controls, then Run: the panel trains in the background with Run disabled and Stop enabled
+        _tab(page, 'model')
+        arch.select_option('resunet')
+        _tab(page, 'training')
+        epochs.fill('3'); epochs.press('Enter'); epochs.blur()
+        expect(epochs).to_have_value('3')
+        # epochs long enough (a few seconds on an idle machine) that Stop lands inside the run, not after it
+        _tab(page, next(g for g, keys in groups.items() if 'q_samples_per_volume' in keys))
+        samples = _control(page, 'q_samples_per_volume').locator('input')
+        samples.fill('48'); samples.press('Enter'); samples.blur()
+        expect(samples).to_have_value('48')
+        run.click()
+        expect(run).to_be_disabled(timeout=10_000)
+        expect(stop).to_be_enabled()
+        seen = {}
+        end = time.monotonic() + 180
+        while not seen and time.monotonic() < end:   # the first epoch's line and curves
+            state = page.evaluate(_CURVES)
+            m = re.search(r'epoch (\d+)/3', state['progress'])
+            if m and state['hash']: seen.setdefault(int(m.group(1)), set()).add(state['hash'])
+            time.sleep(0.2)
+        assert seen, f'no epoch line within 180 s; notebook outputs: {_notebook_text(page)}'
+        expect(run).to_be_disabled()
+        _shot(page, 'train_panel_training')
+        stop.click()
+        _watch(page, 'Stopped', 180, seen)
+        expect(run).to_be_enabled()
+        expect(stop).to_be_disabled()
+        _shot(page, 'train_panel_stopped')
+        stopped_after = max(seen)
+        assert stopped_after < 3 and (work / 'run' / 'model_latest.pt').exists(), seen
+        assert not (work / 'run' / 'metrics.json').exists() or _json_file(work / 'run' / 'metrics.json')['epochs_run'] < 3
+
+        # Run resumes the stopped run and trains to the end; the curve image changed between epochs
+        run.click()
+        expect(run).to_be_disabled(timeout=10_000)
+        _watch(page, 'Finished', 240, seen)
+        _shot(page, 'train_panel_finished')
+        summary = _json_file(work / 'run' / 'metrics.json')
+        assert summary['epochs_run'] == 3, summary
         assert Path(summary['output_dir']).resolve() == (work / 'run').resolve(), summary
         import yaml
         saved = yaml.safe_load((work / 'run' / 'config.yaml').read_text())
-        assert saved['num_epochs'] == 1, saved
-        assert saved['model']['architecture'] == 'resunet', saved['model']
+        assert saved['num_epochs'] == 3 and saved['model']['architecture'] == 'resunet', saved
+        hashes = {e: h for e, h in seen.items()}
+        assert len(hashes) >= 2 and len(set().union(*hashes.values())) >= 2, f'the curves did not change between epochs: {hashes}'
+        assert max(hashes) == 3, hashes
 
-        # the panel's output area shows the result (summary and training curves), and no error message
-        expect(page.locator('.widget-output img')).to_have_count(1, timeout=60_000)
-        panel_message = page.locator('.widget-vbox .widget-html').first
-        assert 'color:#b00' not in (panel_message.inner_html() if panel_message.count() else '')
+        # the output area shows the result: summary, final curves and the validation predictions over image and truth
+        expect(page.locator('.medlab-output img')).to_have_count(2, timeout=60_000)
+        expect(run).to_be_enabled()
 
 
 def test_infer_template_panel_in_jupyterlab(lab, tmp_path):
@@ -252,8 +350,8 @@ def test_infer_template_panel_in_jupyterlab(lab, tmp_path):
         assert written['fusion'] == 'vote' and written['runs'] == [str((work / 'trained' / 'model_best.pt').resolve())], written
         assert len(list((work / 'predicted').glob('*_prediction.nii.gz'))) == 8
         # the scores and one prediction drawn over its image appear under the panel
-        expect(page.locator('.widget-output img')).to_have_count(1, timeout=60_000)
-        expect(page.locator('.widget-output')).to_contain_text('dice')
+        expect(page.locator('.medlab-output img')).to_have_count(1, timeout=60_000)
+        expect(page.locator('.medlab-output')).to_contain_text('dice')
 
 
 def test_kfold_template_panel_in_jupyterlab(lab, tmp_path):
@@ -275,8 +373,8 @@ def test_kfold_template_panel_in_jupyterlab(lab, tmp_path):
         import pandas as pd
         table = pd.read_csv(results)
         assert list(table.fold) == ['outer_0/inner_0', 'outer_0/inner_1'] and (table.status == 'trained').all(), table
-        expect(page.locator('.widget-output')).to_contain_text('outer_0/inner_1: trained', timeout=30_000)
-        expect(page.locator('.widget-output img')).to_have_count(1, timeout=60_000)
+        expect(page.locator('.medlab-output')).to_contain_text('outer_0/inner_1: trained', timeout=30_000)
+        expect(page.locator('.medlab-output img')).to_have_count(1, timeout=60_000)
 
 
 def test_cam_template_panel_in_jupyterlab(lab, tmp_path):
@@ -299,7 +397,7 @@ def test_cam_template_panel_in_jupyterlab(lab, tmp_path):
         except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
         import pandas as pd
         assert sorted(set(pd.read_csv(table).method)) == ['layercam', 'saliency']
-        expect(page.locator('.widget-output img')).to_have_count(1, timeout=60_000)   # both maps in one figure
+        expect(page.locator('.medlab-output img')).to_have_count(1, timeout=60_000)   # both maps in one figure
         expect(_control(page, 'opacity')).to_have_count(1)
         expect(_control(page, 'subject').locator('select')).to_have_count(1)
 
@@ -322,7 +420,7 @@ def test_export_template_panel_in_jupyterlab(lab, tmp_path):
         try: exports = _wait(lambda: _json_file(written), 120, f'{written} after pressing Run', every=0.5)
         except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
         assert [e['precision'] for e in exports['exports'] if e['format'] == 'openvino'] == ['fp32', 'fp16'], exports
-        expect(page.locator('.widget-output table')).to_contain_text('relative_diff', timeout=30_000)
+        expect(page.locator('.medlab-output table')).to_contain_text('relative_diff', timeout=30_000)
 
 
 def test_prepare_template_panel_in_jupyterlab(lab, tmp_path):
@@ -342,5 +440,5 @@ def test_prepare_template_panel_in_jupyterlab(lab, tmp_path):
         manifest = work / 'prepared' / 'data.csv'
         try: _wait(lambda: manifest.is_file(), 120, f'{manifest} after pressing Run', every=0.5)
         except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
-        expect(page.locator('.widget-output img')).to_have_count(1, timeout=60_000)
+        expect(page.locator('.medlab-output img')).to_have_count(1, timeout=60_000)
         assert len(list((work / 'prepared' / 'anonymized').rglob('*.dcm'))) == 196
