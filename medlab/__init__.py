@@ -10,6 +10,7 @@ __all__ = []
 import importlib
 
 _NAMES = {
+    'infer_slide': 'slide_inference', 'histology_pipeline': 'slide_inference', 'show_histology': 'slide_inference', 'histology_panel': 'slide_inference',
     'install_short_errors': 'errors', 'user_message': 'errors', 'last_traceback': 'errors', 'summary_slot': 'utils',
     'load_config': 'config', 'save_config': 'config', 'update_config': 'config', 'MedlabConfig': 'config',
     'ConfigError': 'config', 'DataError': 'data', 'make_sample_data': 'sample_data', 'train': 'training',
@@ -20,6 +21,7 @@ _NAMES = {
     'export_panel': 'widgets', 'show_export': 'widgets', 'cam': 'explain', 'cam_layers': 'explain', 'cam_csv': 'explain', 'cam_panel': 'widgets', 'show_cam': 'widgets', 'check_parameters': 'utils', 'make_localization_data': 'sample_data', 'show_prediction': 'viewer', 'show_image': 'viewer', 'view3d': 'viewer', 'validation_gallery': 'viewer', 'browse_data': 'browse', 'subject_table': 'browse', 'kfold': 'crossval', 'kfold_panel': 'widgets', 'show_kfold': 'widgets',
     'anonymize': 'dicom', 'dicom_to_nifti': 'dicom', 'DicomSeriesError': 'dicom',
     'construct_csv': 'prepare', 'split_csv': 'prepare', 'preprocess': 'prepare',
+    'open_slide': 'slides', 'write_pyramid': 'slides', 'make_sample_slide': 'slides', 'tissue_mask': 'slides', 'deidentify_slide': 'slides', 'mine_patches': 'mining',
     'preview_augmentations': 'augmentation', 'prepare_dicom': 'prepare', 'prepare_panel': 'widgets', 'show_prepared': 'widgets',
 }
 

@@ -14,7 +14,8 @@ from fastcore.script import Param, anno_parser, call_parse, store_true
 
 # %% auto #0
 __all__ = ['SUBCOMMANDS', 'subcommand', 'anonymize', 'convert', 'construct_csv', 'split_csv', 'preprocess', 'train', 'kfold',
-           'infer', 'cam', 'export', 'run_template', 'verify_install', 'recover_config', 'main', 'console']
+           'infer', 'cam', 'export', 'run_template', 'verify_install', 'recover_config', 'mine_patches',
+           'deidentify_slide', 'main', 'console']
 
 # %% ../nbs/18_cli.ipynb #c4854994
 SUBCOMMANDS: dict[str, callable] = {}
@@ -180,6 +181,54 @@ def recover_config(run: Param('a run folder', str), output: Param('the YAML to w
         cfg = config_from_dict(folder.checkpoint(which)['config'], str(folder.checkpoint_path(which)))
     save_config(cfg, output)
     print(output)
+
+# %% ../nbs/18_cli.ipynb #698d1541
+def _quotas(text: str | None):
+    "'200' (every class) or '1:200,2:50' (per class) as `mine_patches` takes it."
+    if not text: return None
+    if ':' not in text: return int(text)
+    return {int(k): int(v) for k, v in (part.split(':') for part in text.split(','))}
+
+@subcommand('mine-patches')
+@call_parse
+def mine_patches(slide: Param('the slide (SVS, tiled TIFF, ...)', str), output: Param('folder for the CSV and patches/', str),
+                 patch_size: Param('patch side in pixels at the chosen resolution', int) = 256,
+                 microns: Param('or the patch side in microns', float) = None,
+                 level: Param('the level to read (default 0)', int) = None,
+                 magnification: Param('or a magnification, e.g. 20', float) = None,
+                 mpp: Param('or microns per pixel, e.g. 0.5', float) = None,
+                 overlap: Param('fraction of a patch its neighbour shares, in [0, 1)', float) = 0.0,
+                 min_tissue: Param('least tissue fraction of a patch on the thumbnail mask', float) = 0.5,
+                 labels: Param('a label mask covering the slide (any scale)', str) = None,
+                 task: Param("'segmentation' (mask patches) or 'classification' (ValueToPredict)", str) = None,
+                 quotas: Param("most patches per class: '200' or '1:200,2:50'", str) = None,
+                 max_patches: Param('most patches in all', int) = None,
+                 store: Param("'png', or 'slide' to read patches from the slide when training", str) = 'png',
+                 workers: Param('threads', int) = 4,
+                 slide_mpp: Param('microns per level-0 pixel, for a slide without the tag', float) = None,
+                 no_filter: Param('keep blank, pen-marked and blurred patches', store_true) = False,
+                 fresh: Param('start over instead of resuming a stopped run', store_true) = False,
+                 debug: Param('show tracebacks', store_true) = False):
+    "Mine a slide's tissue into square patches and a patch CSV (SubjectID, Channel_0, ..., x, y, size, level)."
+    from medlab.mining import PatchFilter, mine_patches as run
+    result = run(slide, output, patch_size, microns, level, magnification, mpp, overlap, min_tissue,
+                 None if no_filter else PatchFilter(), labels, task, _quotas(quotas), max_patches, store, workers,
+                 slide_mpp=slide_mpp, fresh=fresh, result=True)
+    rejected = ', '.join(f'{v} {k}' for k, v in result.rejected.items()) or 'none'
+    print(f'{result.kept} patches of {result.candidates} on tissue (rejected: {rejected})')
+    print(result.csv)
+
+@subcommand('deidentify-slide')
+@call_parse
+def deidentify_slide(input: Param('the slide (SVS or tiled TIFF); never changed', str), output: Param('the new file', str),
+                     overwrite: Param('replace OUTPUT if it exists', store_true) = False,
+                     debug: Param('show tracebacks', store_true) = False):
+    "Copy a slide without label and macro images and identifying tags; level-0 tiles unchanged."
+    from medlab.slides import deidentify_slide as run, slide_identifiers
+    found = slide_identifiers(input)
+    path = run(input, output, overwrite)
+    print('removed: ' + ('; '.join(found) if found else 'nothing identifying was found'))
+    print(path)
 
 # %% ../nbs/18_cli.ipynb #877e2d1e
 def _usage() -> str:

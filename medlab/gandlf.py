@@ -85,7 +85,7 @@ def read_loss(value) -> tuple[str, dict]:
     else: opts = {}
     return (catalog.LOSSES.aliases.get(value, value) if isinstance(value, str) else value), dict(opts or {})
 
-# %% ../nbs/01b_gandlf.ipynb #761ef512
+# %% ../nbs/01b_gandlf.ipynb #9221da87
 _FINAL_LAYERS = {'none': 'none', 'identity': 'none', 'logits': 'none', 'regression': 'none', 'logsoftmax': 'softmax'}
 
 def _rename(block: dict, old: str, new: str, where: str, notes: list):
@@ -142,7 +142,8 @@ def _model(model: dict, raw: dict, notes: list, ignored: list, problems: list):
 
 PREPROCESSING_ALIASES = {'resize': 'resize_image', 'resize_images': 'resize_image', 'resample_minimum': 'resample_min',
                          'normalize_nonzero': 'normalize_nonZero', 'normalize_nonzero_masked': 'normalize_nonZero_masked',
-                         'rgbatorgb': 'rgba2rgb', 'rgba_to_rgb': 'rgba2rgb', 'rgbtorgba': 'rgb2rgba', 'rgb_to_rgba': 'rgb2rgba'}
+                         'rgbatorgb': 'rgba2rgb', 'rgba_to_rgb': 'rgba2rgb', 'rgbtorgba': 'rgb2rgba', 'rgb_to_rgba': 'rgb2rgba',
+                         'stain_normalization': 'stain_normalizer'}  # the spelling of GaNDLF's config_all_options comment; its code reads stain_normalizer
 
 def translate(raw: dict) -> tuple[dict, list[str], list[str], list[str]]:
     "A raw config in medlab's spelling; and the notes, ignored keys and problems met on the way."

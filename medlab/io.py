@@ -18,11 +18,11 @@ import SimpleITK as sitk
 from .utils import atomic_path
 
 # %% auto #0
-__all__ = ['NIFTI_TYPES', 'ImageInfo', 'read_image', 'read_info', 'squeeze_to', 'squeeze_info', 'to_array', 'voxel_values',
-           'to_image', 'write_image', 'geometry_differences', 'NiftiLayout', 'nifti_layout', 'Integrity',
-           'file_integrity']
+__all__ = ['NIFTI_TYPES', 'ImageInfo', 'read_image', 'read_info', 'slide_patch_path', 'parse_slide_patch', 'read_slide_patch',
+           'squeeze_to', 'squeeze_info', 'to_array', 'voxel_values', 'to_image', 'write_image', 'geometry_differences',
+           'NiftiLayout', 'nifti_layout', 'Integrity', 'file_integrity']
 
-# %% ../nbs/02_io.ipynb #9d41253b
+# %% ../nbs/02_io.ipynb #30f224bc
 @dataclass(frozen=True)
 class ImageInfo:
     "What the header says about an image, read without its pixels where the format allows."
@@ -44,6 +44,7 @@ def _series_files(folder: Path) -> list[str]:
 
 def read_image(path: str | Path) -> sitk.Image:
     "Read an image file, or a folder holding a DICOM series, with its geometry."
+    if (patch := parse_slide_patch(path)) is not None: return read_slide_patch(*patch)
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f'image not found: {path}')
     try:
@@ -56,9 +57,9 @@ def read_image(path: str | Path) -> sitk.Image:
         raise ValueError(f'{path}: SimpleITK cannot read it ({str(e).strip().splitlines()[-1]})') from None
 
 def read_info(path: str | Path) -> ImageInfo:
-    "The header of an image file or DICOM folder; pixels are read only for DICOM series."
+    "The header of an image file or DICOM folder; pixels are read only for DICOM series (and slide patches)."
     path = Path(path)
-    if path.is_dir(): img = read_image(path)
+    if path.is_dir() or parse_slide_patch(path) is not None: img = read_image(path)
     elif not path.exists(): raise FileNotFoundError(f'image not found: {path}')
     else:
         img = sitk.ImageFileReader()
@@ -69,6 +70,39 @@ def read_info(path: str | Path) -> ImageInfo:
     components = img.GetNumberOfComponentsPerPixel() if isinstance(img, sitk.Image) else img.GetNumberOfComponents()
     return ImageInfo(tuple(img.GetSize()), tuple(img.GetSpacing()), tuple(img.GetOrigin()), tuple(img.GetDirection()),
                      components, sitk.GetPixelIDValueAsString(img.GetPixelID()))
+
+# %% ../nbs/02_io.ipynb #4780969c
+import re
+import threading
+from functools import lru_cache
+
+_PATCH = re.compile(r'^(?P<file>.+)#patch=(?P<x>\d+),(?P<y>\d+),(?P<size>\d+),(?P<level>\d+)$')
+
+def slide_patch_path(slide: str | Path, x: int, y: int, size: int, level: int) -> str:
+    "The path that names a square patch of a slide: level-0 corner (x, y) and side `size`, read at `level`."
+    return f'{slide}#patch={int(x)},{int(y)},{int(size)},{int(level)}'
+
+def parse_slide_patch(path: str | Path) -> tuple[str, int, int, int, int] | None:
+    "(slide, x, y, size, level) of a slide patch path, or None for any other path."
+    m = _PATCH.match(str(path))
+    return None if m is None else (m['file'], int(m['x']), int(m['y']), int(m['size']), int(m['level']))
+
+@lru_cache(maxsize=8)
+def _open_slide(path: str):
+    import warnings
+    from medlab.slides import open_slide
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')          # the MPP plays no part in reading pixels
+        return open_slide(path), threading.Lock()
+
+def read_slide_patch(slide: str, x: int, y: int, size: int, level: int) -> sitk.Image:
+    "A slide patch as an RGB SimpleITK image (spacing 1, as a PNG patch has)."
+    if not Path(slide).is_file(): raise FileNotFoundError(f'slide not found: {slide}')
+    s, lock = _open_slide(str(slide))
+    if not 0 <= level < s.level_count: raise ValueError(f'{slide}: level {level} is not one of its levels 0..{s.level_count - 1}')
+    side = max(1, round(size / s.level_downsamples[level]))
+    with lock: arr = s.read_region((x, y), level, (side, side))
+    return sitk.GetImageFromArray(arr, isVector=True)
 
 # %% ../nbs/02_io.ipynb #0cb5a5f4
 def squeeze_to(img: sitk.Image, dimension: int) -> sitk.Image:

@@ -12,12 +12,12 @@ from pydantic import Field, field_validator, model_validator
 from .utils import Strict, did_you_mean
 
 # %% auto #0
-__all__ = ['CT_WINDOWS', 'PATCH_STEPS', 'SPATIAL', 'PREPROCESSING', 'POSTPROCESSING', 'NoSettings', 'ThresholdSettings',
-           'ClipSettings', 'RescaleSettings', 'ByValueSettings', 'HistogramMatchingSettings',
-           'AdaptiveEqualizationSettings', 'CTWindowSettings', 'ResampleSettings', 'SizeSettings',
-           'SmallComponentSettings', 'MorphologySettings', 'MappingSettings']
+__all__ = ['STAIN_METHODS', 'CT_WINDOWS', 'PATCH_STEPS', 'SPATIAL', 'PREPROCESSING', 'POSTPROCESSING', 'NoSettings',
+           'ThresholdSettings', 'ClipSettings', 'RescaleSettings', 'ByValueSettings', 'HistogramMatchingSettings',
+           'AdaptiveEqualizationSettings', 'StainNormalizerSettings', 'CTWindowSettings', 'ResampleSettings',
+           'SizeSettings', 'SmallComponentSettings', 'MorphologySettings', 'MappingSettings']
 
-# %% ../nbs/01c_preprocessing_settings.ipynb #307bc016
+# %% ../nbs/01c_preprocessing_settings.ipynb #96258db8
 class NoSettings(Strict):
     "A transform without settings."
 
@@ -53,6 +53,24 @@ class AdaptiveEqualizationSettings(Strict):
     alpha: float = Field(0.3, ge=0, le=1)
     beta: float = Field(0.3, ge=0, le=1)
     radius: int = Field(5, ge=1)
+
+STAIN_METHODS = ('ruifrok', 'macenko', 'reinhard')
+
+class StainNormalizerSettings(Strict):
+    "H&E stain normalisation to a reference patch `target` (GaNDLF's `stain_normalizer`; `extractor` picks the method)."
+    target: str                                          # the reference patch: an RGB(A) image file (PNG, TIFF, JPEG)
+    extractor: Literal['ruifrok', 'macenko', 'reinhard'] = 'ruifrok'  # GaNDLF's default; macenko estimates each image's stains
+
+    @field_validator('extractor', mode='before')
+    @classmethod
+    def _known(cls, v):
+        v = str(v).lower()
+        if v == 'vahadane':
+            raise ValueError("vahadane: medlab has no Vahadane normaliser (no maintained light implementation: staintools is "
+                             "unmaintained and needs SPAMS, tiatoolbox brings a second torch); use extractor: macenko, which "
+                             "also estimates each image's stain vectors")
+        if v not in STAIN_METHODS: raise ValueError(f"unknown extractor '{v}'; {did_you_mean(v, STAIN_METHODS)}")
+        return v
 
 CT_WINDOWS = {'lung': (-600.0, 1500.0), 'brain': (40.0, 80.0), 'bone': (400.0, 1800.0), 'soft_tissue': (50.0, 400.0),
               'mediastinum': (50.0, 350.0), 'liver': (60.0, 160.0)}  # (level, width) in Hounsfield units
@@ -124,6 +142,7 @@ PREPROCESSING: dict[str, type[Strict]] = {
     'histogram_equalization': HistogramMatchingSettings,  # global: matching to a uniform histogram
     'adaptive_histogram_equalization': AdaptiveEqualizationSettings,
     'ct_window': CTWindowSettings,
+    'stain_normalizer': StainNormalizerSettings,  # H&E colours mapped to a reference patch's; runs first, on the RGB values as read
     'align_channels': NoSettings,            # resample channels 1.. onto channel 0's grid (else channels on other grids are an error)
     'to_canonical': NoSettings,              # reorient so the array axes run along the patient axes (identity direction)
     'resample': ResampleSettings,            # to a spacing

@@ -21,7 +21,7 @@ from .tasks import Task
 # %% auto #0
 __all__ = ['SPLITS', 'Split', 'split_differences', 'deal', 'Fold', 'nested_folds', 'check_split', 'load_split']
 
-# %% ../nbs/09a_split.ipynb #a1b1b4fa
+# %% ../nbs/09a_split.ipynb #383f8d4c
 SPLITS = ('training', 'validation', 'testing')
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ class Split:
         "The split as a table: SubjectID, split, and the subject's files and value."
         return pd.DataFrame([{'SubjectID': s.subject_id, 'split': k, **{f'Channel_{i}': c for i, c in enumerate(s.channels)},
                               **({'Label': s.label} if s.label else {}),
-                              **({'ValueToPredict': s.value} if s.value is not None else {})}
+                              **({'ValueToPredict': s.value} if s.value is not None else {}),
+                              **({'PatientID': s.group} if s.group else {})}
                              for k, subs in self.items() for s in subs])
 
     @classmethod
@@ -87,7 +88,7 @@ def deal(subjects: list[Subject],          # what to deal
     for n, i in enumerate(order): parts[n % k].append(subjects[i])  # ...dealt round the parts without restarting
     return parts
 
-# %% ../nbs/09a_split.ipynb #50373dc1
+# %% ../nbs/09a_split.ipynb #3b2ef401
 @dataclass(frozen=True)
 class Fold:
     "One inner fold of nested cross-validation, and the split it trains on."
@@ -107,25 +108,42 @@ def _runs(k: int) -> int:
 def _sub_seed(seed: int, outer: int) -> int:
     return int(np.random.SeedSequence([seed, outer]).generate_state(1)[0])
 
+def _groups(subjects: list[Subject], strata: list | None) -> tuple[dict[str, list[Subject]], list | None]:
+    "Subjects gathered by `PatientID` (a subject without one is its own group), and each group's commonest stratum."
+    groups, classes = {}, {}
+    for i, s in enumerate(subjects):
+        key = s.subject_id if s.group is None else f'PatientID {s.group}'
+        groups.setdefault(key, []).append(s)
+        if strata is not None: classes.setdefault(key, []).append(strata[i])
+    if strata is None: return groups, None
+    return groups, [max(set(c), key=c.count) for c in classes.values()]
+
 def nested_folds(subjects: list[Subject], nested: NestedTrainingConfig, seed: int,
                  strata: list | None = None   # a class per subject: stratified folds (classification)
                 ) -> list[Fold]:
-    "Every fold of `nested` over `subjects`; a `DataError` when there are too few subjects for them."
+    "Every fold of `nested` over `subjects`, whole `PatientID` groups dealt together; a `DataError` when there are too few for them."
     k1, k2 = abs(nested.testing), abs(nested.validation)
-    too_few = DataError('nested_training', [f'{len(subjects)} subject(s) are too few for testing: {nested.testing} and '
-                                            f'validation: {nested.validation}: every fold needs a subject to train on, one to '
-                                            f'validate{" and one to test" if k1 > 1 else ""}; give more subjects or fewer folds'])
-    folds, position = [], {s.subject_id: i for i, s in enumerate(subjects)}
+    groups, group_strata = _groups(subjects, strata)
+    unit = 'subject' if len(groups) == len(subjects) else 'PatientID group'
+    too_few = DataError('nested_training', [f'{len(groups)} {unit}(s) are too few for testing: {nested.testing} and '
+                                            f'validation: {nested.validation}: every fold needs a {unit} to train on, one to '
+                                            f'validate{" and one to test" if k1 > 1 else ""}; give more {unit}s or fewer folds'
+                                            + ('' if unit == 'subject' else ' (rows sharing a PatientID, such as the patches of one '
+                                               'slide, go to one split together; without the PatientID column rows are dealt '
+                                               'one by one, and validation then scores slides it trained on)')])
+    keys = list(groups)
+    stratum = dict(zip(keys, group_strata)) if group_strata is not None else None
+    members = lambda part: tuple(s for k in part for s in groups[k])
+    folds = []
     try:  # MONAI refuses to deal fewer subjects than parts
-        outer_parts = deal(subjects, k1, seed, strata)
+        outer_parts = deal(keys, k1, seed, group_strata)
         for i in range(_runs(nested.testing)):
             test = outer_parts[i] if k1 > 1 else []
-            rest = [s for s in subjects if s not in test]
-            inner_strata = None if strata is None else [strata[position[s.subject_id]] for s in rest]
-            inner_parts = deal(rest, k2, _sub_seed(seed, i), inner_strata)
+            rest = [k for k in keys if k not in test]
+            inner_parts = deal(rest, k2, _sub_seed(seed, i), None if stratum is None else [stratum[k] for k in rest])
             for j in range(_runs(nested.validation)):
-                train = [s for s in rest if s not in inner_parts[j]]
-                folds.append(Fold(i, j, Split(tuple(train), tuple(inner_parts[j]), tuple(test))))
+                train = [k for k in rest if k not in inner_parts[j]]
+                folds.append(Fold(i, j, Split(members(train), members(inner_parts[j]), members(test))))
     except RuntimeError: raise too_few from None
     if any(not f.split.training or not f.split.validation or (k1 > 1 and not f.split.testing) for f in folds): raise too_few
     return folds

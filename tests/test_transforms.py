@@ -21,7 +21,7 @@ SETTINGS = {'threshold': {'min': 0.1, 'max': 2.0}, 'clip': {'min': 0.0, 'max': 1
             'rescale': {'percentiles': [1, 99]}, 'normalize_by_val': {'mean': [0.5, 0.5, 0.5], 'std': [0.2, 0.2, 0.2]},
             'ct_window': {'preset': 'brain'}, 'resample': {'resolution': 1.2}, 'resample_min': {'resolution': 0.6},
             'resize_image': [20, 18, 16], 'crop': [2, 1, 1], 'centercrop': [16, 16, 12], 'resize_patch': [16, 16, 16]}
-RGB_ONLY = {'normalize_imagenet', 'normalize_standardize', 'normalize_by_val', 'rgb2rgba'}
+RGB_ONLY = {'normalize_imagenet', 'normalize_standardize', 'normalize_by_val', 'rgb2rgba', 'stain_normalizer'}
 
 
 def _subject(tmp_path, dimension, channels, name='s'):
@@ -47,6 +47,12 @@ def test_every_preprocessing_name_runs(tmp_path, name, dimension):
         template = to_image(np.random.default_rng(1).normal(50, 10, (8, 8)).astype(np.float32))
         sitk.WriteImage(template, str(tmp_path / 't.nii.gz'))
         settings = {'target': str(tmp_path / 't.nii.gz')}
+    elif name == 'stain_normalizer':   # real H&E in tests/test_stain.py; here a reference of the sample's own colours
+        if dimension == 3: pytest.skip('stain normalisation takes 8-bit RGB images (2D slides and patches)')
+        from PIL import Image
+        ref = np.random.default_rng(2).integers(60, 200, (16, 16, 3)).astype(np.uint8)
+        Image.fromarray(ref).save(tmp_path / 'ref.png')
+        settings = {'target': str(tmp_path / 'ref.png'), 'extractor': 'macenko'}
     else: settings = SETTINGS.get(name)
     if isinstance(settings, list): settings = settings[:dimension]
     for channels in ([3] if name in RGB_ONLY else [1, 2]):
