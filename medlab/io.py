@@ -71,7 +71,8 @@ def read_info(path: str | Path) -> ImageInfo:
     return ImageInfo(tuple(img.GetSize()), tuple(img.GetSpacing()), tuple(img.GetOrigin()), tuple(img.GetDirection()),
                      components, sitk.GetPixelIDValueAsString(img.GetPixelID()))
 
-# %% ../nbs/02_io.ipynb #4780969c
+# %% ../nbs/02_io.ipynb #42350106
+import os
 import re
 import threading
 from functools import lru_cache
@@ -94,6 +95,8 @@ def _open_slide(path: str):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')          # the MPP plays no part in reading pixels
         return open_slide(path), threading.Lock()
+
+os.register_at_fork(after_in_child=_open_slide.cache_clear)   # a loader process opens its own: a shared file offset would mix reads
 
 def read_slide_patch(slide: str, x: int, y: int, size: int, level: int) -> sitk.Image:
     "A slide patch as an RGB SimpleITK image (spacing 1, as a PNG patch has)."

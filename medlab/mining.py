@@ -98,7 +98,7 @@ def patch_grid(slide: Slide,
 def _mpp_hint(slide: Slide) -> str:
     return f'{slide.path.name} has none in its tags: give slide_mpp=0.5 (the CLI: --slide-mpp 0.5)'
 
-# %% ../nbs/19a_mining.ipynb #6a0008bc
+# %% ../nbs/19a_mining.ipynb #f5e95284
 class LabelMap:
     "A label image stretched over a slide: classes of level-0 squares and their mask patches."
     def __init__(self, path: str | Path, dimensions: tuple[int, int]):
@@ -107,10 +107,12 @@ class LabelMap:
         self._slide = None
         try:
             from PIL import Image
-            Image.MAX_IMAGE_PIXELS = None
-            with Image.open(self.path) as im:
-                if im.width * im.height <= 64 * 2**20: self.array = np.asarray(im)
-                else: self.array = None
+            guard, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None   # a slide-sized mask is no decompression bomb...
+            try:
+                with Image.open(self.path) as im:
+                    if im.width * im.height <= 64 * 2**20: self.array = np.asarray(im)
+                    else: self.array = None
+            finally: Image.MAX_IMAGE_PIXELS = guard                     # ...but other images keep PIL's guard
         except Exception: self.array = None
         if self.array is None:   # large or pyramidal: read lazily like a slide
             with warnings.catch_warnings():
@@ -221,7 +223,7 @@ def _mine_block(job: _Job, reader: _Reader, labels: LabelMap | None, xs, ys, cla
         rows.append(row)
     return rows, rejected
 
-# %% ../nbs/19a_mining.ipynb #817c834b
+# %% ../nbs/19a_mining.ipynb #99d64ccf
 @dataclass
 class MiningResult:
     "What `mine_patches` did: the CSV, and the counts behind it."
@@ -259,20 +261,23 @@ def mine_patches(slide: str | Path | Slide,           # the slide (a path, or an
                  result: bool = False                 # return a `MiningResult` instead of the CSV's path
                 ) -> Path | MiningResult:
     "Mine a slide's tissue into square patches; the patch CSV (a medlab manifest with x, y, size, level)."
+    if not isinstance(slide, Slide):   # a path: opened here (the arguments are all locals() holds yet), closed when done
+        given = {k: v for k, v in locals().items() if k != 'slide'}
+        with open_slide(slide, slide_mpp) as opened: return mine_patches(opened, **given)
     if store not in ('png', 'slide'): raise ValueError(f"store must be 'png' or 'slide', got {store!r}")
     if task is None and labels is not None: task = 'segmentation'
     if task not in (None, 'segmentation', 'classification'): raise ValueError(f"task must be 'segmentation' or 'classification', got {task!r}")
     if task is not None and labels is None: raise ValueError(f'task {task!r} needs a label mask: give labels=PATH')
     if store == 'slide' and task == 'segmentation': raise ValueError("store='slide' reads image patches only: segmentation masks are written as PNG (store='png')")
     if quotas is not None and labels is None: raise ValueError('quotas are per class of a label mask: give labels=PATH')
-    s = slide if isinstance(slide, Slide) else open_slide(slide, slide_mpp)
+    s = slide
     grid = patch_grid(s, patch_size, microns, level, magnification, mpp, overlap)
     if store == 'slide' and grid.scale != 1:
         raise SlideError(f"store='slide' reads patches at a level as stored, but {magnification or mpp}"
                          f"{'x' if magnification else ' um/px'} lies between levels of {s.path.name} "
                          f"(downsamples {[round(d, 2) for d in s.level_downsamples]}): give a level, or store='png'")
     out = Path(output_dir); (out / 'patches').mkdir(parents=True, exist_ok=True)
-    stem = s.path.name.split('.')[0]
+    stem = s.path.stem   # as infer_slide names its outputs; 'case1.A.svs' and 'case1.B.svs' stay apart
     csv = out / (csv_name or f'{stem}_patches.csv')
     label_map = LabelMap(labels, s.dimensions) if labels is not None else None
     # candidates: the grid where the thumbnail's mask has tissue (background is never read)
@@ -297,11 +302,13 @@ def mine_patches(slide: str | Path | Slide,           # the slide (a path, or an
     if journal.exists() and not fresh:
         lines = journal.read_text().splitlines()
         if lines and lines[0] == key:
+            good = []
             for line in lines[1:]:
                 try: entry = json.loads(line)
                 except json.JSONDecodeError: break      # a line cut short by the stop
-                done.add(entry['block']); rows += entry['rows']
+                done.add(entry['block']); rows += entry['rows']; good.append(line)
                 for k, v in entry['rejected'].items(): rejected[k] = rejected.get(k, 0) + v
+            journal.write_text('\n'.join([key, *good]) + '\n')   # without the cut line, so what follows is appended whole
         elif lines: raise SlideError(f'{out} holds a stopped mining run of other settings ({journal.name}): '
                                      'give fresh=True (the CLI: --fresh) or another output folder')
     if not done: journal.write_text(key + '\n')
@@ -326,7 +333,11 @@ def mine_patches(slide: str | Path | Slide,           # the slide (a path, or an
                 kept = []
                 for r in new:
                     c = r.get('class', -1)
-                    if full(c) or max_patches is not None and len(rows) + len(kept) >= max_patches: continue
+                    if full(c) or max_patches is not None and len(rows) + len(kept) >= max_patches:
+                        if job.store == 'png':   # written by the worker, but not kept: no file outside the CSV
+                            for f in (r.get('Channel_0'), r.get('Label')):
+                                if f: (out / f).unlink(missing_ok=True)
+                        continue
                     counts[c] = counts.get(c, 0) + 1; kept.append(r)
                 rows += kept
                 for k, v in why.items(): rejected[k] = rejected.get(k, 0) + v

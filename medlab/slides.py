@@ -22,7 +22,7 @@ __all__ = ['MAX_REGION_PIXELS', 'APERIO_KEEP', 'SlideError', 'Slide', 'level_for
            'coloured', 'tissue_pixels', 'TissueMask', 'tissue_mask', 'tissue_figure', 'clean_description',
            'slide_identifiers', 'deidentify_slide']
 
-# %% ../nbs/19_slides.ipynb #955849c1
+# %% ../nbs/19_slides.ipynb #906a3c21
 class SlideError(ValueError):
     "A slide that cannot be read, or a request it cannot answer (a level it lacks, a size in microns without an MPP)."
 
@@ -38,12 +38,12 @@ class Slide:
         import tiffslide
         self.path = Path(path)
         if not self.path.is_file(): raise FileNotFoundError(f'slide not found: {self.path}')
+        if mpp is not None and (not isinstance(mpp, (int, float)) or not 0 < mpp < 1000):
+            raise SlideError(f'mpp must be a positive number of microns per pixel, got {mpp!r}')
         try: self._ts = tiffslide.TiffSlide(self.path)
         except Exception as e: raise SlideError(f'{self.path}: not a slide tiffslide can read ({type(e).__name__}: {e})') from None
         props = self._ts.properties
         found = props.get('tiffslide.mpp-x')
-        if mpp is not None and (not isinstance(mpp, (int, float)) or not 0 < mpp < 1000):
-            raise SlideError(f'mpp must be a positive number of microns per pixel, got {mpp!r}')
         self.mpp = float(mpp) if mpp is not None else (float(found) if found else None)
         if self.mpp is None: warnings.warn(_mpp_help(self.path), stacklevel=2)
         power = props.get('tiffslide.objective-power')
@@ -69,7 +69,7 @@ class Slide:
             warnings.simplefilter('ignore')
             self.__init__(state['path'], state['mpp'])
 
-# %% ../nbs/19_slides.ipynb #fa43e88e
+# %% ../nbs/19_slides.ipynb #fd532da3
 def _level_mpp(self, level: int) -> float:
     "Microns per pixel of `level`."
     if self.mpp is None: raise SlideError(_mpp_help(self.path))
@@ -97,7 +97,7 @@ def level_for(self, mpp: float | None = None,           # wanted microns per pix
              ) -> tuple[int, float]:
     "The level to read for `mpp` or `magnification`, and the factor (>= 1) to shrink what is read there."
     want = _target_downsample(self, mpp, magnification)
-    if want < 1 - tolerance:
+    if want * (1 + tolerance) < 1:
         have = f'{self.mpp:.3g} um/px ({self.magnification:.3g}x)'
         raise SlideError(f'{self.path.name}: level 0 is {have}; {mpp or magnification}{" um/px" if mpp else "x"} is finer than the scan')
     fine = [i for i, d in enumerate(self.level_downsamples) if d <= want * (1 + tolerance)]
@@ -393,7 +393,7 @@ def tissue_pixels(rgb: np.ndarray,              # RGB uint8 (height, width, 3)
     if threshold is None: threshold = float(np.clip(threshold_otsu(f) if np.ptp(f) > 0 else lo, lo, hi))
     return (f > threshold) & ~pen_pixels(rgb)
 
-# %% ../nbs/19_slides.ipynb #0fbf5136
+# %% ../nbs/19_slides.ipynb #946680c2
 class TissueMask:
     "A boolean tissue mask of a slide's thumbnail, and the level-0 pixels per mask pixel."
     def __init__(self, mask: np.ndarray, downsample: float, thumbnail: np.ndarray | None = None):
@@ -432,8 +432,9 @@ def tissue_mask(slide,                         # a `Slide`, a slide path, or an 
     from skimage.morphology import remove_small_holes, remove_small_objects
     if isinstance(slide, np.ndarray): thumb, down = slide, 1.0
     else:
-        if not isinstance(slide, Slide): slide = open_slide(slide)
-        thumb, down = slide.thumbnail(max_size)
+        if isinstance(slide, Slide): thumb, down = slide.thumbnail(max_size)
+        else:
+            with open_slide(slide) as opened: thumb, down = opened.thumbnail(max_size)
     mask = tissue_pixels(thumb, method, threshold)
     n = mask.size
     small, hole = max(1, int(min_object * n)), max(1, int(max_hole * n))

@@ -413,12 +413,10 @@ def interruption(self: Trainer) -> str:
 
 Trainer.fit, Trainer.result, Trainer.stopped, Trainer.finish, Trainer.interruption = _fit, _result, _stopped, _finish, interruption
 
-# %% ../nbs/11_training.ipynb #a577147e
+# %% ../nbs/11_training.ipynb #7c3403ee
 def plot_curves(run_dir: str | Path) -> Path:
     "Draw the loss and each metric per epoch from a run folder's logs into `training_curves.png`."
-    import matplotlib
-    if not is_interactive(): matplotlib.use('Agg')  # no display under papermill and in scripts
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # not pyplot: the panel draws from its training thread, and pyplot's state is the user's
     from matplotlib.ticker import MaxNLocator
     run = RunFolder(run_dir)
     logs = {kind: run.logs(kind) for kind in LOG_KINDS if run.logs_path(kind).is_file()}
@@ -428,7 +426,8 @@ def plot_curves(run_dir: str | Path) -> Path:
     columns = ['loss'] + [c for c in validation.columns if c not in _NOT_METRICS]
     best = _best_epoch(run, validation)
     cols = min(4, len(columns)); rows = -(-len(columns) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.6 * rows), squeeze=False)
+    fig = Figure(figsize=(3.3 * cols, 2.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, column in zip(axes.flat, columns):
         for kind, df in logs.items():
             if column in df: ax.plot(df.epoch, df[column], marker='o', markersize=3, label=kind)
@@ -443,7 +442,6 @@ def plot_curves(run_dir: str | Path) -> Path:
     path = run.path / run.curves_file
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format='png', dpi=90)
-    plt.close(fig)
     return path
 
 def _best_epoch(run: RunFolder, validation: pd.DataFrame) -> int | None:
