@@ -71,7 +71,7 @@ def read_info(path: str | Path) -> ImageInfo:
     return ImageInfo(tuple(img.GetSize()), tuple(img.GetSpacing()), tuple(img.GetOrigin()), tuple(img.GetDirection()),
                      components, sitk.GetPixelIDValueAsString(img.GetPixelID()))
 
-# %% ../nbs/02_io.ipynb #42350106
+# %% ../nbs/02_io.ipynb #fcb4a3d1
 import os
 import re
 import threading
@@ -88,7 +88,7 @@ def parse_slide_patch(path: str | Path) -> tuple[str, int, int, int, int] | None
     m = _PATCH.match(str(path))
     return None if m is None else (m['file'], int(m['x']), int(m['y']), int(m['size']), int(m['level']))
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=64)   # patches of many slides shuffled together: with a few, nearly every read reopened its slide
 def _open_slide(path: str):
     import warnings
     from medlab.slides import open_slide
