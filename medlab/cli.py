@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -29,22 +30,30 @@ def subcommand(name: str):
 
 @subcommand('anonymize')
 @call_parse
-def anonymize(input: Param('a DICOM file or folder', str), output: Param('a new folder for the de-identified files', str),
+def anonymize(input: Param('a DICOM file or folder', str), output: Param('a folder for the de-identified files', str),
               keep_dates: Param('keep dates as they are', store_true) = False,
               shift_days: Param('shift every date by this many days', int) = None,
-              mapping: Param('write the old-to-new identifiers table here (a separate, protected place)', str) = None,
+              mapping: Param('add the old-to-new identifiers table here (a separate place; mode 0600)', str) = None,
+              salt: Param('secret that keeps UIDs and pseudonyms the same across batches (default: $MEDLAB_DEID_SALT)', str) = None,
+              keep: Param('attributes the profile leaves out to keep anyway, comma-separated (e.g. OverlayDescription)', str) = '',
+              overwrite: Param('write into a folder holding files anonymize did not write, or made with other settings', store_true) = False,
               debug: Param('show tracebacks', store_true) = False):
-    "De-identify DICOM files (PS3.15 Annex E, Basic Application Level Confidentiality Profile) into a new folder."
+    "De-identify DICOM files (PS3.15 Annex E, Basic Application Level Confidentiality Profile) into a folder."
     from medlab.dicom import anonymize as run
-    print(run(input, output, keep_dates=keep_dates, date_shift_days=shift_days, mapping=mapping))
+    result = run(input, output, keep_dates=keep_dates, date_shift_days=shift_days, mapping=mapping,
+                 salt=salt or os.environ.get('MEDLAB_DEID_SALT'),   # an environment variable keeps the secret out of shell history and ps
+                 keep=[k.strip() for k in keep.split(',') if k.strip()], overwrite=overwrite)
+    for line in result.refusals: print(f'refused: {line}', file=sys.stderr)
+    print(result)
 
 @subcommand('convert')
 @call_parse
 def convert(input: Param('a folder of DICOM series', str), output: Param('a folder for the NIfTI files', str),
+            overwrite: Param('convert into a folder holding files this tool did not write, and redo changed series', store_true) = False,
             debug: Param('show tracebacks', store_true) = False):
     "Convert each DICOM series under INPUT to one NIfTI file with its geometry."
     from medlab.dicom import dicom_to_nifti
-    for path in dicom_to_nifti(input, output): print(path)
+    for path in dicom_to_nifti(input, output, overwrite=overwrite): print(path)
 
 @subcommand('construct-csv')
 @call_parse
@@ -73,10 +82,11 @@ def split_csv(config: Param('the YAML (its data_csv, nested_training, seed)', st
 @call_parse
 def preprocess(config: Param("the YAML (its data_csv and data_preprocessing)", str), output: Param('folder for the harmonised dataset', str),
                data_csv: Param("overrides the YAML's data_csv", str) = None, workers: Param('processes', int) = 2,
+               overwrite: Param('redo every subject, and write into a folder that holds other files', store_true) = False,
                debug: Param('show tracebacks', store_true) = False):
-    "Apply the config's data_preprocessing once and write the dataset with a new manifest (skips subjects already done)."
+    "Apply the config's data_preprocessing once and write the dataset with a new manifest (redoes only subjects whose settings or inputs changed)."
     from medlab.prepare import preprocess as run
-    print(run(_config(config, data_csv), output, workers))
+    print(run(_config(config, data_csv), output, workers, overwrite=overwrite))
 
 @subcommand('train')
 @call_parse
@@ -105,10 +115,11 @@ def kfold(config: Param('the YAML', str), data_csv: Param("overrides the YAML's 
 def infer(runs: Param('a run folder or a k-fold folder (comma-separated for several)', str),
           data_csv: Param('SubjectID, Channel_0.. (Label or ValueToPredict to score)', str), output: Param('folder for the predictions', str),
           fusion: Param("'mean' or 'vote'", str) = 'mean', backend: Param("'torch' or 'openvino'", str) = 'torch',
+          partial: Param('fuse the runs that can predict when a fold or checkpoint is missing (warns)', store_true) = False,
           debug: Param('show tracebacks', store_true) = False):
     "Predict every subject of a manifest with one or more runs (fused), scoring them when the truth is given."
     from medlab.infer import predict
-    result = predict(runs.split(',') if ',' in runs else runs, data_csv, output, fusion=fusion, backend=backend)
+    result = predict(runs.split(',') if ',' in runs else runs, data_csv, output, fusion=fusion, backend=backend, partial=partial)
     print(f'{len(result.predictions)} prediction(s) in {output}')
 
 @subcommand('cam')
@@ -186,8 +197,12 @@ def recover_config(run: Param('a run folder', str), output: Param('the YAML to w
 def _quotas(text: str | None):
     "'200' (every class) or '1:200,2:50' (per class) as `mine_patches` takes it."
     if not text: return None
-    if ':' not in text: return int(text)
-    return {int(k): int(v) for k, v in (part.split(':') for part in text.split(','))}
+    try:
+        if ':' not in text: return int(text)
+        return {int(k): int(v) for k, v in (part.split(':') for part in text.split(','))}
+    except ValueError:
+        raise ValueError(f"--quotas {text!r} is not a number of patches: write '200' (every class) or '1:200,2:50' "
+                         "(class:count pairs, whole numbers, separated by commas)") from None
 
 @subcommand('mine-patches')
 @call_parse
@@ -236,6 +251,10 @@ def _usage() -> str:
     lines = [f'  {name:{width}s}  {(fn.__doc__ or "").splitlines()[0]}' for name, fn in SUBCOMMANDS.items()]
     return 'usage: medlab SUBCOMMAND [ARGS] (medlab SUBCOMMAND --help for its arguments)\n\nsubcommands:\n' + '\n'.join(lines)
 
+def _error_text(e: BaseException) -> str:
+    "An exception as one line for the terminal; never empty (some libraries raise errors without a message)."
+    return str(e).strip() or f'{type(e).__name__} (no message; run again with --debug for the traceback)'
+
 def main(argv: list[str] | None = None) -> int:
     "The `medlab` console script: run the subcommand named by the first argument; the exit status."
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -259,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'medlab {name}: interrupted', file=sys.stderr); return 130
     except Exception as e:
         if '--debug' in rest: traceback.print_exc()
-        print(f'medlab {name}: error: {e}', file=sys.stderr)
+        print(f'medlab {name}: error: {_error_text(e)}', file=sys.stderr)
         return 1
     return 0
 

@@ -276,6 +276,8 @@ class MedlabConfig(Strict):
     precision: Literal['32', '16', 'bf16'] = Field('32', description='floating point bits of training: 32, 16 or bf16 (mixed precision)')
     accelerator: Literal['auto', 'cpu', 'gpu', 'cuda'] = Field('auto', description='where to train: auto picks a GPU when there is one')
     devices: int | Literal['auto'] = Field(1, description='GPUs of this machine; more than 1 trains under torchrun (see the training notebook)')
+    auto_batch_size_find: bool = Field(False, description='before training, raise batch_size by doubling while a step fits in memory (medlab.tuning)')
+    auto_lr_find: bool = Field(False, description='before training, set learning_rate by a range test on the training patches (medlab.tuning)')
     verbose: bool = Field(False, description='print a line per epoch (also under papermill)')
     export: ExportConfig = Field(default_factory=ExportConfig, description='the model exported at the end of training')
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import os
 import socket
 import subprocess
@@ -22,15 +23,15 @@ import pandas as pd
 import medlab
 from .config import MedlabConfig, load_config, save_config, update_config
 from .data import check_subjects, read_manifest
-from .run import RunFolder, config_differences
+from .run import RunFolder, claim_folder, config_differences
 from .tasks import config_task
 from .split import Fold, Split, nested_folds
 from .utils import atomic_path, is_interactive, progress_bar, template_path, write_text_atomic
 
 # %% auto #0
 __all__ = ['EXECUTORS', 'FoldJob', 'plan_folds', 'notebook_error', 'run_fold', 'run_fold_on_dask', 'check_executor', 'run_jobs',
-           'fold_row', 'fused_row', 'summarize_results', 'plot_results', 'KFoldResult', 'grid_configs', 'config_names',
-           'kfold']
+           'fold_row', 'fused_row', 'summarize_results', 'plot_results', 'KFoldResult', 'FoldsFailed',
+           'failed_folds_message', 'grid_configs', 'config_names', 'kfold']
 
 # %% ../nbs/11d_crossval.ipynb #9894f631
 @dataclass(frozen=True)
@@ -71,7 +72,9 @@ def plan_folds(cfg: MedlabConfig,   # the run's config: data_csv, nested_trainin
     check_subjects(subjects, cfg.model, source=cfg.data_csv, task=task, align='align_channels' in cfg.data_preprocessing)
     strata = task.strata(subjects) if cfg.nested_training.stratified else None
     folds = nested_folds(subjects, cfg.nested_training, cfg.seed, strata)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    claim_folder(output_dir, '.medlab-kfold', 'give an empty folder or a new subfolder as output_dir',  # never the user's config.yaml
+                 earlier=lambda f: (f / 'config.yaml').is_file() and any(f.glob('outer_*/*/split.csv')),
+                 ours=lambda n: re.fullmatch(r'outer_\d+', n) is not None)   # fold folders guard themselves (RunFolder)
     save_config(cfg, output_dir / 'config.yaml')
     jobs, template = [], str(template_path('train'))
     for fold in folds:
@@ -207,7 +210,7 @@ def fused_row(output_dir: Path, outer: int, jobs: list[FoldJob], fusion: str, na
     run = RunFolder(runs[0])
     split = run.split()
     if not split.testing: return None
-    folder = output_dir / f'outer_{outer}' / 'fused'
+    folder = claim_folder(output_dir / f'outer_{outer}' / 'fused', '.medlab-predictions', 'remove that folder to fuse again')
     inference = predict(runs, _test_csv(split, folder / 'test_subjects.csv'), folder, fusion=fusion)
     return {'fold': f'{name}/outer_{outer}/fused' if name else f'outer_{outer}/fused', 'outer': outer, 'inner': 'fused',
             'status': f'{len(runs)} run(s) fused by {fusion}', **_test_columns(inference.evaluation.summary)}
@@ -271,7 +274,23 @@ def _write_results(output_dir: Path, jobs: list[FoldJob], statuses: dict, fusion
     write_text_atomic(output_dir / 'results.csv', results.to_csv(index=False))
     write_text_atomic(output_dir / 'summary.csv', summary.to_csv(index=False))
     if len(summary): plot_results(results, output_dir / 'results.png')
-    return KFoldResult(str(output_dir), results, summary, [r for r in statuses.values() if r['status'] == 'failed'])
+    return KFoldResult(str(output_dir), results, summary, [statuses[j.name] for j in jobs if statuses[j.name]['status'] == 'failed'])
+
+# %% ../nbs/11d_crossval.ipynb #3b8e7c90
+class FoldsFailed(RuntimeError):
+    "Folds of a k-fold run failed; `result` holds what was written (a `KFoldResult`, or one per config of a grid)."
+    def __init__(self, message: str, result): super().__init__(message); self.result = result
+
+def failed_folds_message(results: dict[str, KFoldResult], shown: int = 3) -> str | None:
+    "One paragraph naming the failed folds (error and notebook), where the results are and the two ways on; None when none failed."
+    failed = [r for res in results.values() for r in res.failed]
+    if not failed: return None
+    total = sum(int((res.results.inner != 'fused').sum()) for res in results.values())
+    folds = '; '.join(f"{r['fold']} ({r['error'][:200] or 'no error recorded'}; see {r['notebook']})" for r in failed[:shown])
+    more = f'; and {len(failed) - shown} more' if len(failed) > shown else ''
+    where = ', '.join(str(Path(res.output_dir) / 'results.csv') for res in results.values() if res.failed)
+    return (f'{len(failed)} of {total} fold(s) failed: {folds}{more}. The other folds trained; the results are in {where}. Fix the '
+            'cause and run kfold again (finished folds are skipped), or pass allow_failed=True to take the results as they are')
 
 # %% ../nbs/11d_crossval.ipynb #07cb2652
 def grid_configs(base: MedlabConfig, grid: dict[str, list]) -> dict[str, MedlabConfig]:
@@ -304,6 +323,7 @@ def kfold(config: str | Path | list,             # a YAML, or a list of YAMLs (a
           scheduler: str | None = None,           # dask: a running scheduler's address; None starts a LocalCluster
           fusion: str = 'mean',                   # how each outer fold's inner models are fused on its test set
           grid: dict[str, list] | None = None,    # values to try: {'learning_rate': [1e-3, 1e-2], ...}
+          allow_failed: bool = False,             # return the results when folds failed, instead of raising `FoldsFailed`
           **overrides                             # other top-level keys, e.g. nested_training={'testing': 5, 'validation': 3}
          ) -> KFoldResult | dict[str, KFoldResult]:
     "Nested k-fold cross-validation of `config` (or of each config of a grid), every fold a papermill run of the train template."
@@ -317,7 +337,9 @@ def kfold(config: str | Path | list,             # a YAML, or a list of YAMLs (a
     jobs = {name: plan_folds(cfg, folders[name], '' if single else name, fusion) for name, cfg in cfgs.items()}  # every config checked first
     statuses = {r['fold']: r for r in run_jobs([j for js in jobs.values() for j in js], executor, workers, scheduler)}
     results = {name: _write_results(folders[name], js, statuses, fusion, '' if single else name) for name, js in jobs.items()}
-    if single: return results[next(iter(results))]
-    table = pd.concat([r.summary.assign(config=name) for name, r in results.items()], ignore_index=True)
-    write_text_atomic(root / 'grid_summary.csv', table[['config', *table.columns[:-1]]].to_csv(index=False))
-    return results
+    if not single:
+        table = pd.concat([r.summary.assign(config=name) for name, r in results.items()], ignore_index=True)
+        write_text_atomic(root / 'grid_summary.csv', table[['config', *table.columns[:-1]]].to_csv(index=False))
+    out = results[next(iter(results))] if single else results
+    if not allow_failed and (message := failed_folds_message(results)): raise FoldsFailed(message, out)
+    return out

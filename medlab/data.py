@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,8 @@ if TYPE_CHECKING: from medlab.tasks import Task
 
 # %% auto #0
 __all__ = ['PATCH_COLUMNS', 'SLIDE_SUFFIXES', 'Subject', 'DataError', 'unsafe_name', 'read_table', 'subjects_from_table',
-           'read_manifest', 'target_problems', 'check_subjects']
+           'read_manifest', 'target_problems', 'FileCheck', 'check_file', 'value_problem', 'fold_repeats',
+           'check_subjects']
 
 # %% ../nbs/09_data.ipynb #175e20c7
 @dataclass(frozen=True)
@@ -39,19 +42,20 @@ class Subject:
 
 class DataError(ValueError):
     "A manifest that cannot be used; `problems` holds one line per bad row or column."
-    def __init__(self, source: str, problems: list[str]):
+    def __init__(self, source: str, problems: list[str],
+                 count: int | None = None):  # problems before repeats were folded (`fold_repeats`); default len(problems)
         self.source, self.problems = source, problems
         shown = problems[:50] + ([f'... and {len(problems) - 50} more'] if len(problems) > 50 else [])
-        super().__init__(f'{source}: {len(problems)} problem(s) in the data:\n' + '\n'.join(f'  - {p}' for p in shown))
+        super().__init__(f'{source}: {count or len(problems):,} problem(s) in the data:\n' + '\n'.join(f'  - {p}' for p in shown))
 
 # %% ../nbs/09_data.ipynb #4827a09c
 _CHANNEL = re.compile(r'^Channel_(\d+)$')
 PATCH_COLUMNS = ('x', 'y', 'size', 'level')   # where a slide patch lies (level-0 corner and side, the level read): medlab.mining writes them
 SLIDE_SUFFIXES = ('.svs', '.tif', '.tiff', '.ndpi', '.scn', '.bif', '.svslide')   # a channel of these with PATCH_COLUMNS is read from the slide
 
-def _channel(csv: Path, cell: str, row: dict) -> str:
-    "The absolute path of a channel cell; a slide with a patch's place (x, y, size, level) names that patch."
-    path = str((csv.parent / cell.strip()).resolve())
+def _channel(absolute, cell: str, row: dict) -> str:
+    "The absolute path of a channel cell (`absolute` resolves a cell); a slide with a patch's place (x, y, size, level) names that patch."
+    path = absolute(cell)
     if path.lower().endswith(SLIDE_SUFFIXES) and all(str(row.get(c, '')).strip() for c in PATCH_COLUMNS):
         try: return slide_patch_path(path, *(int(float(row[c])) for c in PATCH_COLUMNS))
         except ValueError: pass   # not numbers: the file itself, which the checks then judge
@@ -99,6 +103,7 @@ def subjects_from_table(df: pd.DataFrame,              # text cells, as `read_ta
     problems = _column_problems(list(df.columns), target, extra, images)
     if problems: raise DataError(str(csv), problems)
     channel_cols = sorted((c for c in df.columns if _CHANNEL.match(c)), key=lambda c: int(c.split('_')[1]))
+    absolute = lru_cache(maxsize=None)(lambda cell: str((csv.parent / cell.strip()).resolve()))  # rows naming one file resolve it once
     subjects, seen = [], {}
     for i, r in enumerate(df.to_dict('records')):
         line = i + 2
@@ -113,8 +118,8 @@ def subjects_from_table(df: pd.DataFrame,              # text cells, as `read_ta
         if 'ValueToPredict' in r:
             try: value = float(r['ValueToPredict'])
             except ValueError: problems.append(f"line {line} ({sid}): ValueToPredict '{r['ValueToPredict']}' is not a number"); continue
-        subjects.append(Subject(sid, tuple(_channel(csv, r[c], r) for c in channel_cols),
-                                str((csv.parent / r['Label'].strip()).resolve()) if 'Label' in r else None,
+        subjects.append(Subject(sid, tuple(_channel(absolute, r[c], r) for c in channel_cols),
+                                absolute(r['Label']) if 'Label' in r else None,
                                 value, line, str(csv), r.get('PatientID', '').strip() or None))
     if not subjects and not problems: problems.append('the CSV has a header but no subjects')
     if problems: raise DataError(str(csv), problems)
@@ -139,68 +144,121 @@ def target_problems(subjects: list[Subject], task: Task) -> list[str]:
             + (f"'{other}' instead: give {task.target_column}, or set {fix}" if other else f'no {task.target_column} column')]
 
 # %% ../nbs/09_data.ipynb #c2918133
-def _file_problems(where: str, name: str, path: str, model: ModelConfig) -> tuple[list[str], ImageInfo | None, str]:
-    "One file's problems, its header (squeezed to the model's dimension) and its content digest."
-    try: info = squeeze_info(read_info(path), model.dimension)
-    except (FileNotFoundError, ValueError) as e: return [f'{where}: {name}: {e}'], None, ''
-    if info.dimension != model.dimension:
-        return [f'{where}: {name} is {info.dimension}D {info.size} but model.dimension is {model.dimension}: {path}'], None, ''
-    if Path(path).is_dir(): return [], info, ''   # a DICOM series: SimpleITK reads it whole, slice by slice
-    if parse_slide_patch(path): return [], info, ''   # a patch of a slide: tiffslide decoded it; its slide is shared by design
-    integrity = file_integrity(path)
-    return [f'{where}: {name}: {p}' for p in integrity.problems], info, integrity.digest
+@dataclass(frozen=True)
+class FileCheck:
+    "What one file's header and bytes say: problems (each follows the column's name in a message), its header, its content digest."
+    problems: tuple[str, ...] = ()
+    info: ImageInfo | None = None    # squeezed to the model's dimension; None when unreadable
+    digest: str = ''
 
-def _subject_problems(s: Subject, model: ModelConfig, task: Task | None = None, align: bool = False) -> tuple[list[str], dict[str, str]]:
+def check_file(path: str, model: ModelConfig) -> FileCheck:
+    "Read one file's header (squeezed to `model.dimension`) and check its bytes, as every row that names it needs."
+    try: info = squeeze_info(read_info(path), model.dimension)
+    except (FileNotFoundError, ValueError) as e: return FileCheck((f': {e}',))
+    if info.dimension != model.dimension:
+        return FileCheck((f' is {info.dimension}D {info.size} but model.dimension is {model.dimension}: {path}',))
+    if Path(path).is_dir(): return FileCheck((), info)          # a DICOM series: SimpleITK reads it whole, slice by slice
+    if parse_slide_patch(path): return FileCheck((), info)      # a patch of a slide: tiffslide decoded it; its slide is shared by design
+    integrity = file_integrity(path)
+    return FileCheck(tuple(f': {p}' for p in integrity.problems), info, integrity.digest)
+
+def value_problem(path: str, info: ImageInfo, mask: bool, model: ModelConfig) -> str | None:
+    "A mask's values outside `class_list`, or NaN/infinity in a float image (a NIfTI's are found in its bytes); None when fine."
+    if mask:  # values in their stored type: no float64 copy of each volume
+        values = np.unique(voxel_values(path))
+        bad = [int(v) if float(v).is_integer() else v for v in sorted(set(values.tolist()) - model.label_values)]
+        return f' has values {bad[:10]} outside model.class_list {model.class_list}: {path}' if bad else None
+    if 'float' in info.pixel_type and not str(path).endswith(('.nii', '.nii.gz')):
+        arr = voxel_values(path)
+        if not np.isfinite(arr).all(): return f' holds {int((~np.isfinite(arr)).sum())} NaN or infinite values: {path}'
+    return None
+
+# %% ../nbs/09_data.ipynb #5e0c3a11
+@lru_cache(maxsize=4096)
+def _grid_differences(a: ImageInfo, b: ImageInfo) -> tuple[str, ...]:
+    "`geometry_differences`, once per pair of headers: rows that name the same files compare the same headers."
+    return tuple(geometry_differences(a, b))
+
+def _named_files(s: Subject) -> list[tuple[str, str]]:
+    "(column, path) of each file a subject names."
+    return [(f'Channel_{i}', p) for i, p in enumerate(s.channels)] + ([('Label', s.label)] if s.label else [])
+
+def _subject_problems(s: Subject, model: ModelConfig, task: Task | None = None, align: bool = False,
+                      files: dict[str, FileCheck] | None = None,        # path -> its check (read here when None)
+                      values: dict[tuple[str, bool], str | None] | None = None  # (path, is mask) -> its value problem
+                     ) -> tuple[list[str], dict[str, str]]:
     "Every problem with one subject's files, as lines that name the row and the file; and each channel's digest."
-    where = f'line {s.row} ({s.subject_id})'
-    problems, infos, digests = [], [], {}
-    for i, path in enumerate(s.channels + ((s.label,) if s.label else ())):
-        name = f'Channel_{i}' if i < len(s.channels) else 'Label'
-        found, info, digest = _file_problems(where, name, path, model)
-        problems += found
-        if info is not None: infos.append((name, path, info))
-        if digest and name != 'Label': digests[name] = digest
+    where, named = f'line {s.row} ({s.subject_id})', _named_files(s)
+    files = files if files is not None else {p: check_file(p, model) for _, p in named}
+    problems = [f'{where}: {name}{p}' for name, path in named for p in files[path].problems]
+    digests = {name: files[path].digest for name, path in named if name != 'Label' and files[path].digest}
     if problems: return problems, digests
+    infos = [(name, path, files[path].info) for name, path in named]
     channel_count = sum(info.components for name, _, info in infos if name != 'Label')
     if channel_count != model.num_channels:
         problems.append(f'{where}: {channel_count} image channel(s) but model.num_channels is {model.num_channels}')
     ref_name, ref_path, ref = infos[0]
     for name, path, info in infos[1:]:
-        diffs = geometry_differences(ref, info)
+        diffs = _grid_differences(ref, info)
         if diffs and not (align and name != 'Label'):
             problems.append(f"{where}: {name} lies on another grid than {ref_name}: {'; '.join(diffs)} (resample it onto {ref_name}'s grid"
                             + (')' if name == 'Label' else ", or add align_channels to data_preprocessing)"))
     if s.value is not None and task is not None and (problem := task.value_problem(s.value)): problems.append(f'{where}: {problem}')
-    for name, path, info in infos:  # values in their stored type: no float64 copy of each volume
-        if name == 'Label':
-            values = np.unique(voxel_values(path))
-            bad = [int(v) if float(v).is_integer() else v for v in sorted(set(values.tolist()) - model.label_values)]
-            if bad: problems.append(f'{where}: Label has values {bad[:10]} outside model.class_list {model.class_list}: {path}')
-        elif 'float' in info.pixel_type and not str(path).endswith(('.nii', '.nii.gz')):  # NIfTI: checked in its bytes
-            arr = voxel_values(path)
-            if not np.isfinite(arr).all():
-                problems.append(f'{where}: {name} holds {int((~np.isfinite(arr)).sum())} NaN or infinite values: {path}')
+    for name, path, info in infos:
+        key = (path, name == 'Label')
+        found = values[key] if values is not None else value_problem(path, info, key[1], model)
+        if found: problems.append(f'{where}: {name}{found}')
     return problems, digests
 
-def _duplicates(ordered: list[Subject], digests: list[dict[str, str]]) -> list[str]:
-    "A line for each image that more than one subject holds (the same content, whatever its file name)."
+def _duplicates(ordered: list[Subject], digests: list[dict[str, str]], shown: int | None = None) -> list[str]:
+    "A line for each image that more than one subject holds (the same content, whatever its file name); `shown` holders named, the rest counted."
     holders = {}
     for s, ds in zip(ordered, digests):
         for name, d in ds.items(): holders.setdefault(d, []).append(f'line {s.row} ({s.subject_id}) {name}')
-    return [f"the same image is {' and '.join(h)}: one scan under two subjects (if they are one patient, keep one row)"
-            for h in holders.values() if len({x.split(')')[0] for x in h}) > 1]
+    out = []
+    for h in holders.values():
+        if len({x.split(')')[0] for x in h}) < 2: continue
+        named = h if shown is None or len(h) <= shown + 1 else h[:shown] + [f'{len(h) - shown:,} more']
+        out.append(f"the same image is {' and '.join(named)}: one scan under two subjects (if they are one patient, keep one row)")
+    return out
+
+# %% ../nbs/09_data.ipynb #8b1f63d0
+def fold_repeats(lines: list[tuple[str, str]],  # (row, problem): ('line 2 (sub000)', 'Channel_0: image not found: ...')
+                 shown: int = 3                 # rows listed for each problem
+                ) -> list[str]:
+    "'row: problem' lines; a problem that more rows share is listed for its first `shown` rows, then counted in one line."
+    seen, out, count_at, last = Counter(), [], {}, {}
+    for row, problem in lines:
+        seen[problem] += 1
+        if seen[problem] <= shown: out.append(f'{row}: {problem}'); last[problem] = row
+        elif problem not in count_at: count_at[problem] = len(out); out.append('')
+    for problem, i in count_at.items():
+        out[i] = f'... and {seen[problem] - shown:,} more rows with the same problem as {last[problem]}'
+    return out
+
+def _check_files(ordered: list[Subject], model: ModelConfig, workers: int) -> tuple[dict, dict]:
+    "Each distinct file's check, and each value check the rows need (a mask's values, a float image's NaN), once per file."
+    with ThreadPoolExecutor(workers) as pool:  # SimpleITK and zlib release the GIL while they decode
+        paths = list(dict.fromkeys(p for s in ordered for _, p in _named_files(s)))
+        files = dict(zip(paths, pool.map(lambda p: check_file(p, model), paths)))
+        clean = [s for s in ordered if not any(files[p].problems for _, p in _named_files(s))]
+        wanted = list(dict.fromkeys((p, name == 'Label') for s in clean for name, p in _named_files(s)))
+        values = dict(zip(wanted, pool.map(lambda k: value_problem(k[0], files[k[0]].info, k[1], model), wanted)))
+    return files, values
 
 def check_subjects(subjects: list[Subject],   # every subject to be read
                    model: ModelConfig,        # what the network takes: dimension, channels, class_list
                    source: str = 'data',      # the manifest(s), for the message
                    workers: int = 4,
                    task: Task | None = None,  # the run's task: classification values must lie in class_list
-                   align: bool = False        # channels on other grids are resampled onto the first (`align_channels`)
+                   align: bool = False,       # channels on other grids are resampled onto the first (`align_channels`)
+                   shown: int = 3             # rows listed for a problem that many rows share (the rest are counted)
                   ):
     "Raise a `DataError` listing every problem of every subject (and images that two subjects share), or return quietly."
     if task is not None and (missing := target_problems(subjects, task)): raise DataError(source, missing)
-    with ThreadPoolExecutor(workers) as pool:
-        ordered = sorted(subjects, key=lambda s: (s.csv, s.row))
-        found = list(pool.map(lambda s: _subject_problems(s, model, task, align), ordered))
-    problems = [p for ps, _ in found for p in ps] + _duplicates(ordered, [ds for _, ds in found])
-    if problems: raise DataError(source, problems)
+    ordered = sorted(subjects, key=lambda s: (s.csv, s.row))
+    files, values = _check_files(ordered, model, workers)
+    found = [_subject_problems(s, model, task, align, files, values) for s in ordered]
+    lines = [(w, p.removeprefix(w + ': ')) for s, (ps, _) in zip(ordered, found) for w in [f'line {s.row} ({s.subject_id})'] for p in ps]
+    duplicates = _duplicates(ordered, [ds for _, ds in found], shown)
+    if lines or duplicates: raise DataError(source, fold_repeats(lines, shown) + duplicates, count=len(lines) + len(duplicates))

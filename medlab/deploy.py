@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from monai.bundle.config_item import ConfigComponent
+from monai.bundle.utils import EXPR_KEY, ID_REF_KEY, ID_SEP_KEY, MACRO_KEY, MERGE_KEY
 
 import medlab
 from .predictor import Predictor, load_run
@@ -20,9 +24,10 @@ from .run import RunFolder
 from .utils import atomic_path, write_json_atomic
 
 # %% auto #0
-__all__ = ['FORMATS', 'PRECISIONS', 'sample_patches', 'to_openvino', 'quantize_int8', 'save_openvino', 'save_onnx',
+__all__ = ['FORMATS', 'PRECISIONS', 'VALUES_FILE', 'sample_patches', 'to_openvino', 'quantize_int8', 'save_openvino', 'save_onnx',
            'OpenVINONetwork', 'logits_of', 'parity', 'validation_score', 'ExportResult', 'export_run', 'PackageError',
-           'package_run', 'verify_package', 'load_package', 'bundle_run', 'export']
+           'package_run', 'read_checksums', 'read_description', 'verify_package', 'load_package', 'monai_literal',
+           'as_data', 'bundle_item', 'bundle_run', 'export']
 
 # %% ../nbs/15_deploy.ipynb #187a90c7
 def sample_patches(predictor: Predictor, run: RunFolder, n: int = 16, seed: int = 0) -> list[np.ndarray]:
@@ -213,20 +218,62 @@ def package_run(run: str | Path, output_dir: str | Path, checkpoint: str = 'best
     write_text_atomic(out / 'MANIFEST.sha256', ''.join(f'{_sha256(p)}  {p.relative_to(out).as_posix()}\n' for p in files))
     return out
 
+# %% ../nbs/15_deploy.ipynb #a24c0b70
+def _no_symlinks(path: Path):
+    "Refuse a package folder that holds a symbolic link (to a file or a folder), naming it."
+    for folder, dirs, files in os.walk(path):   # followlinks=False: a linked folder is seen, never entered
+        for name in dirs + files:
+            if (link := Path(folder) / name).is_symlink():
+                raise PackageError(f'{path}: {link.relative_to(path).as_posix()} is a symbolic link (to {os.readlink(link)}); a package '
+                                   'holds its own files only: put the file itself there')
+
+_CHECKSUM_LINE = re.compile(r'(\\?)([0-9a-fA-F]{64}) [ *](.+)')   # sha256sum's: [\]HASH, a space, ' ' (text) or '*' (binary), name
+_UNESCAPE = {'\\\\': '\\', '\\n': '\n', '\\r': '\r'}  # sha256sum escapes these in names, and starts such a line with '\'
+
+def read_checksums(manifest: Path) -> dict[str, str]:
+    "file name -> SHA-256 (lower case) of a `sha256sum` manifest, text or binary mode; a `PackageError` names a line it cannot read."
+    try: text = manifest.read_text(encoding='utf-8')
+    except UnicodeDecodeError as e: raise PackageError(f'{manifest} is not UTF-8 text ({e}); remake the package with medlab.package_run') from None
+    listed = {}
+    for number, line in enumerate(text.split('\n'), 1):
+        if not (line := line.removesuffix('\r')).strip(): continue
+        if (match := _CHECKSUM_LINE.fullmatch(line)) is None:
+            raise PackageError(f"{manifest} line {number} is not a sha256sum line ('<64 hex digits>  <file>', or ' *<file>' in binary "
+                               f'mode): {line[:80]!r}; remake the package with medlab.package_run')
+        escaped, digest, name = match.groups()
+        if escaped: name = re.sub(r'\\[\\nr]', lambda m: _UNESCAPE[m.group()], name)
+        if name in listed: raise PackageError(f'{manifest}: {name} is listed twice (line {number}); remake the package with medlab.package_run')
+        listed[name] = digest.lower()
+    return listed
+
+def read_description(path: Path) -> dict:
+    "A package's `package.json`, with the keys a check reads present and typed; a `PackageError` names the file and key."
+    file, fix = path / 'package.json', 'remake the package with medlab.package_run'
+    try: description = json.loads(file.read_text())
+    except FileNotFoundError: raise PackageError(f'{path} is not a medlab package: it has no package.json') from None
+    except (ValueError, UnicodeDecodeError) as e: raise PackageError(f'{file} is not a JSON object ({e}); {fix}') from None
+    if not isinstance(description, dict): raise PackageError(f'{file} is not a JSON object (it holds a {type(description).__name__}); {fix}')
+    if not isinstance(versions := description.get('versions'), dict):
+        raise PackageError(f"{file}: key 'versions' is {'missing' if versions is None else 'not an object'}; {fix}")
+    if not isinstance(made := versions.get('medlab'), str) or not re.match(r'\d+\.\d+', made):
+        raise PackageError(f"{file}: key 'versions.medlab' is {'missing' if made is None else repr(made)}, not a version such as "
+                           f"'{medlab.__version__}'; {fix}")
+    return description
+
 def verify_package(path: str | Path) -> dict:
     "The package's description, after checking every file against the manifest and its medlab version against this one."
     path = Path(path)
     manifest = path / 'MANIFEST.sha256'
     if not manifest.is_file(): raise PackageError(f'{path} is not a medlab package: it has no MANIFEST.sha256')
-    listed = dict(reversed(line.split('  ', 1)) for line in manifest.read_text().splitlines() if line.strip())
+    _no_symlinks(path)
+    listed = read_checksums(manifest)
     present = {p.relative_to(path).as_posix() for p in path.rglob('*') if p.is_file() and p.name != 'MANIFEST.sha256'}
     if missing := sorted(set(listed) - present): raise PackageError(f'{path}: {", ".join(missing)} listed in the manifest but missing')
     if extra := sorted(present - set(listed)): raise PackageError(f'{path}: {", ".join(extra)} not in the manifest (added after packaging)')
     if changed := sorted(f for f, d in listed.items() if _sha256(path / f) != d):
         raise PackageError(f'{path}: {", ".join(changed)} changed since packaging (its SHA-256 differs from the manifest)')
-    description = json.loads((path / 'package.json').read_text())
-    made = description['versions']['medlab'].split('.')
-    here = medlab.__version__.split('.')
+    description = read_description(path)
+    made, here = re.match(r'(\d+)\.(\d+)', description['versions']['medlab']).groups(), medlab.__version__.split('.')
     if made[0] != here[0] or int(made[1]) > int(here[1]):
         raise PackageError(f"{path} was made by medlab {description['versions']['medlab']}; this medlab ({medlab.__version__}) "
                            'loads packages of its own major version and an older or equal minor version: install a matching medlab')
@@ -247,9 +294,33 @@ def load_package(path: str | Path, backend: str = 'torch', device: str | None = 
     model.load_state_dict(load_file(str(path / 'weights.safetensors')))
     return Predictor(model, cfg, task, device, source=str(path / 'weights.safetensors'))
 
+# %% ../nbs/15_deploy.ipynb #2348d664
+VALUES_FILE = 'resources/values.json'   # the user values a bundle reads as data
+
+def monai_literal(value) -> bool:
+    "True when MONAI's `ConfigParser` reads `value` back as itself: no expression, reference, macro, id separator or component key."
+    if isinstance(value, str):
+        return not (value[:1] in (EXPR_KEY, ID_REF_KEY, MACRO_KEY) or '#' in value or ID_SEP_KEY in value)  # '#': MONAI's old separator
+    if isinstance(value, list): return all(map(monai_literal, value))
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and monai_literal(k) and k not in ConfigComponent.non_arg_keys and not k.startswith(MERGE_KEY)
+                   and monai_literal(v) for k, v in value.items())
+    return value is None or isinstance(value, (bool, int, float))
+
+def as_data(value, where: str, values: dict):
+    "`value` itself when MONAI reads it back as itself; else stored in `values[where]`, and an expression that reads it from there."
+    if monai_literal(value): return value
+    assert re.fullmatch(r'[\w.]+', where), where   # medlab's own key, safe inside the expression
+    values[where] = value
+    return f"$@user_values[{where!r}]"
+
+def bundle_item(spec, where: str, values: dict, **extra) -> dict:
+    "A spec as a bundle config item whose arguments MONAI reads back as given (see `as_data`); `extra` is medlab's own."
+    return {'_target_': spec.target, **{k: as_data(v, f'{where}.{k}', values) for k, v in spec.kwargs.items()}, **extra}
+
 # %% ../nbs/15_deploy.ipynb #8cdc4a4a
-def _inference_json(predictor: Predictor) -> dict:
-    "The bundle's inference config: MONAI objects named by their specs."
+def _inference_json(predictor: Predictor) -> tuple[dict, dict]:
+    "The bundle's inference config (MONAI objects named by their specs), and the user values it reads as data (see `as_data`)."
     from medlab.models import network_spec
     from medlab.transforms import postprocessing_specs, preprocessing_specs
     cfg, task = predictor.cfg, predictor.task
@@ -259,19 +330,25 @@ def _inference_json(predictor: Predictor) -> dict:
                                                'export it with export_run (OpenVINO) and predict with medlab.predict')
     if predictor.aggregation in ('crop', 'hann'):
         raise ValueError(f"grid_aggregator_overlap '{predictor.aggregation}' has no MONAI inferer mode: use average or gaussian")
-    post = [p.bundle(keys='pred', _target_=p.target + 'd') for p in postprocessing_specs(cfg.data_postprocessing, task.outputs)]
+    values = {}
+    pre = [bundle_item(t, f'preprocessing.{i}', values) for i, t in enumerate(preprocessing_specs(cfg.data_preprocessing))]
+    post = [bundle_item(p, f'postprocessing.{i}', values, keys='pred', _target_=p.target + 'd')
+            for i, p in enumerate(postprocessing_specs(cfg.data_postprocessing, task.outputs))]
     indices = list(range(task.outputs))
-    relabel = [] if task.class_list == indices else [{'_target_': 'MapLabelValued', 'keys': 'pred', 'orig_labels': indices, 'target_labels': task.class_list}]
+    relabel = [] if task.class_list == indices else [{'_target_': 'MapLabelValued', 'keys': 'pred', 'orig_labels': indices,
+                                                      'target_labels': as_data(task.class_list, 'class_list', values)}]
     return {
-        'imports': ['$import glob', '$import numpy', '$import torch'],
+        'imports': ['$import glob', '$import json', '$import numpy', '$import pathlib', '$import torch'],
         'bundle_root': '.', 'dataset_dir': '/data', 'output_dir': '$@bundle_root + "/eval"', 'device': '$torch.device("cpu")',
+        'user_values': f"$json.loads(pathlib.Path(@bundle_root, {VALUES_FILE!r}).read_text())",   # plain data, never parsed as config
         'datalist': "$sorted(f for e in ('*.nii.gz', '*.nii') for f in glob.glob(@dataset_dir + '/' + e))",
-        'network_def': network_spec(cfg.model, task.outputs).bundle(),
+        'network_def': bundle_item(network_spec(cfg.model, task.outputs), 'network_def', values),
         'network': '$@network_def.to(@device).eval()',
         'preprocessing': {'_target_': 'Compose', 'transforms': [
             {'_target_': 'LoadImaged', 'keys': 'image', 'reader': 'NibabelReader', 'image_only': False},
             {'_target_': 'EnsureChannelFirstd', 'keys': 'image'},
-            *[t.bundle() for t in preprocessing_specs(cfg.data_preprocessing)],
+            *pre,   # medlab's own steps (histogram matching) return arrays: the file's name and affine are put back for SaveImaged
+            {'_target_': 'ToMetaTensord', 'keys': 'image'},
             {'_target_': 'EnsureTyped', 'keys': 'image', 'dtype': '$torch.float32'}]},
         'dataset': {'_target_': 'Dataset', 'data': "$[{'image': f} for f in @datalist]", 'transform': '@preprocessing'},
         'inferer': {'_target_': 'SlidingWindowInferer', 'roi_size': list(predictor.patch_size), 'sw_batch_size': cfg.batch_size,
@@ -286,7 +363,7 @@ def _inference_json(predictor: Predictor) -> dict:
         'load': "$@network.load_state_dict(torch.load(@bundle_root + '/models/model.pt', weights_only=True))",
         'run': ['$torch.set_grad_enabled(False)', '$@load',
                 "$[@postprocessing({**d, 'pred': torch.as_tensor(@inferer(d['image'][None].to(@device), @network))[0]}) for d in @dataset]"],
-    }
+    }, values
 
 # %% ../nbs/15_deploy.ipynb #698b8e64
 def _nibabel_version() -> str:
@@ -297,13 +374,14 @@ def bundle_run(run: str | Path, output_dir: str | Path, checkpoint: str = 'best'
     "Write a segmentation run's model as a MONAI bundle that `python -m monai.bundle run` executes."
     run = RunFolder(run)
     predictor, out = load_run(run.path, checkpoint, device='cpu'), Path(output_dir)
-    inference = _inference_json(predictor)
+    inference, values = _inference_json(predictor)
     cfg = predictor.cfg
     with atomic_path(out / 'models' / 'model.pt') as tmp: torch.save(predictor.model.float().state_dict(), tmp)
     versions = _versions()
-    metadata = {'version': '0.1.0', 'changelog': {'0.1.0': f'exported by medlab {versions["medlab"]} from {run.path}'},
+    metadata = {'version': '0.1.0', 'changelog': {'0.1.0': f'exported by medlab {versions["medlab"]} (from the run in docs/README.md)'},
                 'monai_version': versions['monai'], 'pytorch_version': versions['torch'].split('+')[0], 'numpy_version': np.__version__,
-                'required_packages_version': {'nibabel': _nibabel_version()} | ({'medlab': versions['medlab']} if inference['network_def']['_target_'].startswith('medlab') else {}),
+                'required_packages_version': {'nibabel': _nibabel_version()}   # and medlab, for a medlab network or transform:
+                                             | ({'medlab': versions['medlab']} if '"medlab.' in json.dumps(inference) else {}),
                 'name': f'medlab {cfg.model.architecture} ({predictor.task.name})', 'task': predictor.task.name,
                 'description': f'{cfg.model.architecture}, {cfg.model.dimension}D, classes {cfg.model.class_list}, trained with medlab',
                 'authors': 'medlab', 'copyright': 'see the run that trained it',
@@ -314,6 +392,9 @@ def bundle_run(run: str | Path, output_dir: str | Path, checkpoint: str = 'best'
                     'outputs': {'pred': {'type': 'image', 'format': 'segmentation', 'num_channels': predictor.task.outputs,
                                          'spatial_shape': list(predictor.patch_size), 'dtype': 'float32', 'value_range': [],
                                          'is_patch_data': True, 'channel_def': {str(i): f'class {v}' for i, v in enumerate(cfg.model.class_list)}}}}}
+    if bad := [k for k, v in metadata.items() if not monai_literal(v)]:   # MONAI parses metadata.json as config too
+        raise ValueError(f'metadata.json: {", ".join(bad)} would be read by MONAI as code; a medlab bug: please report it')
+    write_json_atomic(out / VALUES_FILE, values)
     write_json_atomic(out / 'configs' / 'inference.json', inference)
     write_json_atomic(out / 'configs' / 'metadata.json', metadata)
     from medlab.utils import write_text_atomic
@@ -324,7 +405,9 @@ def bundle_run(run: str | Path, output_dir: str | Path, checkpoint: str = 'best'
     python -m monai.bundle run --config_file configs/inference.json --dataset_dir IMAGES --output_dir OUT
 
 reads every NIfTI image in IMAGES and writes `OUT/<name>_prediction.nii.gz`, a mask of class values
-{cfg.model.class_list} on the image's grid, as medlab's own prediction of that image.
+{cfg.model.class_list} on the image's grid, as medlab's own prediction of that image. A relative file name (a
+histogram template) is found from the folder the command runs in. Values MONAI would read as code (a name starting
+with `$`, `@` or `%`, or holding `#` or `::`) are kept in `{VALUES_FILE}`, which the bundle reads as plain data.
 """)
     return out
 

@@ -7,9 +7,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import hmac
+import io
+import json
+import os
 import re
 import secrets
-from collections.abc import Mapping
+import tempfile
+import warnings
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -18,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import SimpleITK as sitk
-from pydicom.dataelem import DataElement
+from pydicom.datadict import RepeatersDictionary, dictionary_VR, keyword_dict, keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
@@ -26,14 +33,18 @@ from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, PYDICOM_ROOT_UID, UID, UID_dictionary, generate_uid
 
 from . import __version__
+from .utils import atomic_path, did_you_mean, write_json_atomic, write_text_atomic
 
 # %% auto #0
 __all__ = ['PROFILE_SOURCE', 'PROFILE_TABLE', 'PROFILE', 'RESOLVED', 'CONSISTENT', 'DATE_MODES', 'PATIENT_ID',
-           'BURNED_IN_MODALITIES', 'ProfileRule', 'read_profile', 'profile_rule', 'element_action', 'DeidRun',
+           'BURNED_IN_MODALITIES', 'DICOMDIR_CLASS', 'RECORD', 'REPORT', 'REPORT_HEADER', 'SERIES_TABLE',
+           'SERIES_HEADER', 'ProfileRule', 'read_profile', 'profile_rule', 'element_action', 'resolve_keep', 'DeidRun',
            'dummy_value', 'shift_date', 'apply_action', 'deidentify_dataset', 'mark_deidentified', 'deidentify_file',
-           'burned_in_reason', 'plan_outputs', 'check_mapping_path', 'AnonymizeResult', 'anonymize', 'itk_warnings_off',
-           'DicomSeriesError', 'DicomSeries', 'find_series', 'slice_positions', 'series_problems', 'series_filename',
-           'read_series', 'dicom_to_nifti']
+           'burned_in_reason', 'text_problem', 'raw_elements', 'read_dicom', 'identifying_values', 'leaked',
+           'input_files', 'output_name', 'check_mapping_path', 'settings_fingerprint', 'read_record', 'merge_report',
+           'write_private', 'check_mapping', 'merge_mapping', 'AnonymizeResult', 'deidentify_bytes', 'anonymize',
+           'itk_warnings_off', 'DicomSeriesError', 'DicomSeries', 'find_series', 'slice_positions', 'series_problems',
+           'series_filename', 'read_series', 'plan_nifti', 'write_nifti', 'dicom_to_nifti']
 
 # %% ../nbs/16_dicom.ipynb #8ef6f5d5
 PROFILE_SOURCE = 'DICOM PS3.15 2026c, Annex E, Table E.1-1 (Basic Profile; Retain Longitudinal Temporal Information options)'
@@ -745,18 +756,43 @@ def _is_instance_uid(elem: DataElement) -> bool:
     defined = all(not v or v in UID_dictionary or str(v).startswith('1.2.840.10008.') for v in values)
     return not defined and not elem.keyword.endswith(_KEEP_UID_KEYWORDS)
 
-def element_action(elem: DataElement,   # the element, its tag and VR decide
-                   dates: str='remove'  # 'remove' (Basic Profile), 'keep' (full dates) or 'shift' (modified dates)
-                  ) -> str:
-    "The one action, K, X, Z, D, U or C, taken on `elem`."
-    rule = profile_rule(elem.tag)
-    if rule is not None:
-        if rule.dates and dates == 'keep': return 'K'
-        if rule.dates and dates == 'shift' and elem.VR in ('DA', 'DT', 'TM', 'SH'): return 'C'   # SH: Timezone Offset From UTC
-        return CONSISTENT.get(elem.tag, RESOLVED[rule.action])
+def _listed_key(tag: int) -> int:
+    "The tag, its overlay group folded onto 6000 (the dictionary's and `keep`'s spelling)."
+    return tag & 0xFF00FFFF if 0x6000 <= tag >> 16 <= 0x601E else tag
+
+def _unlisted_action(elem: DataElement, dates: str, keep: frozenset) -> str:
+    "The action on a public attribute the table leaves out."
+    if _listed_key(elem.tag) in keep: return 'K'
+    if 0x6000 <= elem.tag.group <= 0x601E or not keyword_for_tag(elem.tag): return 'X'   # overlay remains; unknown tags
+    if elem.VR == 'PN': return 'Z'
     if elem.VR == 'UI' and _is_instance_uid(elem): return 'U'
     if elem.VR in ('DA', 'DT'): return {'remove': 'Z', 'keep': 'K', 'shift': 'C'}[dates]
     return 'K'
+
+def element_action(elem: DataElement,           # the element, its tag and VR decide
+                   dates: str='remove',         # 'remove' (Basic Profile), 'keep' (full dates) or 'shift' (modified dates)
+                   keep: frozenset=frozenset()  # tags the table leaves out that stay even where they would go (`resolve_keep`)
+                  ) -> str:
+    "The one action, K, X, Z, D, U or C, taken on `elem`."
+    rule = profile_rule(elem.tag)
+    if rule is None: return _unlisted_action(elem, dates, keep)
+    if rule.dates and dates == 'keep': return 'K'
+    if rule.dates and dates == 'shift' and elem.VR in ('DA', 'DT', 'TM', 'SH'): return 'C'   # SH: Timezone Offset From UTC
+    return CONSISTENT.get(elem.tag, RESOLVED[rule.action])
+
+_KEYWORDS = {**keyword_dict, **{e[4]: int(mask.replace('x', '0'), 16) for mask, e in RepeatersDictionary.items()}}   # with 60xx's
+
+def resolve_keep(keep: Iterable) -> frozenset[int]:
+    "The tags `keep` names (keywords or tag numbers); a name the table decides is refused, a typo gets the closest keyword."
+    tags = set()
+    for name in keep or ():
+        tag = _KEYWORDS.get(name) if isinstance(name, str) else int(name)
+        if tag is None: raise ValueError(f'keep: {name!r} is no DICOM keyword; {did_you_mean(name, _KEYWORDS)}')
+        if (rule := profile_rule(tag)) is not None:
+            raise ValueError(f"keep: {name!r} is {rule.name}, a row of Table E.1-1 (action {rule.action}): the profile decides it; "
+                             'keep names only attributes the table leaves out')
+        tags.add(_listed_key(tag))
+    return frozenset(tags)
 
 # %% ../nbs/16_dicom.ipynb #741fac40
 @dataclass
@@ -768,6 +804,7 @@ class DeidRun:
     shift: int = 0                     # days, for the patient of the file at hand
     uids: dict = field(default_factory=dict, repr=False)      # old UID -> (new UID, the keyword it was first seen in)
     patients: dict = field(default_factory=dict, repr=False)  # old Patient ID -> pseudonym
+    keep: frozenset = frozenset()      # tags the table leaves out that stay (`resolve_keep`)
 
     def uid(self, old: str, keyword: str = '') -> str:
         "The new UID for `old`, the same every time for this salt."
@@ -780,6 +817,10 @@ class DeidRun:
         if patient_id not in self.patients:
             self.patients[patient_id] = 'ANON' + hashlib.sha256(f'{self.salt}\0{patient_id}'.encode()).hexdigest()[:12].upper()
         return self.patients[patient_id]
+
+    def file_id(self, name: str) -> str:
+        "What the report calls an input file it refused: a salted hash of its name, which names nobody."
+        return 'input-' + hashlib.sha256(f'{self.salt}\0file\0{name}'.encode()).hexdigest()[:16]
 
     def mapping_rows(self) -> list[list[str]]:
         "[kind, old, new] for every patient and UID replaced so far: the table that re-identifies."
@@ -830,7 +871,7 @@ def deidentify_dataset(ds: Dataset, run: DeidRun) -> Dataset:
         if tag.is_private: del ds[tag]; continue
         if tag in _PIXELS: continue
         elem = ds[tag]
-        apply_action(ds, elem, element_action(elem, run.dates), run)
+        apply_action(ds, elem, element_action(elem, run.dates, run.keep), run)
         if elem.VR == 'SQ' and tag in ds:
             for item in elem.value: deidentify_dataset(item, run)
     return ds
@@ -869,6 +910,7 @@ def deidentify_file(ds: Dataset, run: DeidRun) -> Dataset:
     for tag in _META_AE_TITLES: meta.pop(tag, None)
     if 'SOPInstanceUID' in ds: meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.ImplementationClassUID, meta.ImplementationVersionName = PYDICOM_IMPLEMENTATION_UID, f'PYDICOM {pydicom.__version__}'[:16]
+    ds.preamble = bytes(128)
     return mark_deidentified(ds, run.dates)
 
 # %% ../nbs/16_dicom.ipynb #c527e923
@@ -888,21 +930,135 @@ def burned_in_reason(ds: Dataset) -> str:
     if ds.get('ConversionType'): reasons.append(f'ConversionType {ds.ConversionType}')
     return '; '.join(reasons)
 
+# %% ../nbs/16_dicom.ipynb #e4d0baf7
+_TEXT_VRS = ('AE', 'AS', 'CS', 'DA', 'DS', 'DT', 'IS', 'LO', 'LT', 'PN', 'SH', 'ST', 'TM', 'UC', 'UI', 'UR', 'UT')
+_ESC_VRS, _LONG_TEXT_VRS = ('LO', 'LT', 'PN', 'SH', 'ST', 'UC', 'UT'), ('LT', 'ST', 'UT')
+DICOMDIR_CLASS = '1.2.840.10008.1.3.10'
+
+def text_problem(vr: str, value: bytes) -> str:
+    "Why `value` cannot be a value of the text VR `vr` ('' when it can)."
+    allowed = ({0x1B} if vr in _ESC_VRS else set()) | ({0x09, 0x0A, 0x0C, 0x0D} if vr in _LONG_TEXT_VRS else set())
+    bad = next((b for b in (value or b'').rstrip(b'\0 ') if b < 0x20 and b not in allowed), None)   # NUL padding is UI's rule
+    return '' if bad is None else f'{vr} value holds byte 0x{bad:02X}, which {vr} does not allow (a length field took in other elements?)'
+
+def _vr(item) -> str:
+    "The VR of a raw or converted element: as written in the file, else the dictionary's first."
+    if item.VR not in (None, 'UN'): return item.VR
+    try: return dictionary_VR(item.tag).split(' or ')[0]
+    except KeyError: return 'UN'
+
+def _vr_problem(item) -> str:
+    if item.VR in (None, 'UN') or item.tag.is_private or item.tag.element == 0: return ''
+    try: allowed = dictionary_VR(item.tag).split(' or ')
+    except KeyError: return ''
+    return '' if item.VR in allowed else f'has VR {item.VR} where its tag has {" or ".join(allowed)} (a damaged tag or VR?)'
+
+def raw_elements(ds: Dataset, base: int = 0) -> list[tuple]:
+    "(element as read, where its value starts in the file or None) for `ds` and its sequences' items; sequences parsed."
+    found = []
+    for tag in list(ds.keys()):
+        item = ds.get_item(tag)
+        tell = item.value_tell if isinstance(item, RawDataElement) else getattr(item, 'file_tell', None)
+        found.append((item, None if tell is None else base + tell))
+        if _vr(item) == 'SQ':   # pydicom counts the offsets in an item from the start of its sequence's value
+            for sub in ds[tag].value: found += raw_elements(sub, base + (tell or 0))
+    return found
+
+# %% ../nbs/16_dicom.ipynb #47ee9e7b
+def _value_bytes(item) -> bytes:
+    "An element's value as the file holds it (a converted one is encoded again)."
+    if isinstance(item, RawDataElement): return item.value or b''
+    v = item.value
+    return ('\\'.join(map(str, v)) if isinstance(v, (list, MultiValue)) else str('' if v is None else v)).encode('utf-8', 'replace')
+
+def _reencoding_problem(ds: Dataset, data: bytes) -> str:
+    "Why writing `ds` back does not give `data` ('' when it does), allowing for the group lengths pydicom drops."
+    groups = [i.value_tell for t in ds.keys() if t.element == 0 and isinstance(i := ds.get_item(t), RawDataElement)]
+    expected = bytearray(data)
+    for at in sorted(groups, reverse=True): del expected[at - 8:at + 4]   # tag, VR/length (8 bytes), UL value (4)
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, enforce_file_format=False)
+    if (got := buf.getvalue()) == expected: return ''
+    at = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
+    return (f'its bytes are not its parsed elements (they part at byte {at} of {len(expected)}): '
+            'a length field, item or delimiter is damaged, or the file is cut short')
+
+def read_dicom(data: bytes) -> tuple[Dataset | None, str]:
+    "The data set in `data` when it parses cleanly; else None and why (the reason names tags, never values)."
+    try:
+        with warnings.catch_warnings():   # pydicom's warnings about damaged values quote the values
+            warnings.simplefilter('ignore')
+            ds = pydicom.dcmread(io.BytesIO(data))
+            elements = raw_elements(ds)
+            problem = _reencoding_problem(ds, data)
+            dicomdir = ds.file_meta.get('MediaStorageSOPClassUID') == DICOMDIR_CLASS
+    except InvalidDicomError: return None, 'not DICOM (no DICM prefix)'
+    except Exception as e: return None, f'does not parse ({type(e).__name__})'   # garbage raises anything: struct.error, KeyError, ...
+    if dicomdir: return None, 'DICOMDIR: rebuild it from the new files'
+    for item, _ in elements:
+        vr = _vr(item)
+        if why := _vr_problem(item) or (text_problem(vr, _value_bytes(item)) if vr in _TEXT_VRS else ''): return None, f'{item.tag} {why}'
+    return (None, problem) if problem else (ds, '')
+
+# %% ../nbs/16_dicom.ipynb #c810382b
+_SCANNED_VRS = tuple(v for v in _TEXT_VRS if v not in ('DS', 'IS'))
+_DUMMIES = {v.encode() for v in (*_DUMMY.values(), dummy_value('PN'))}
+
+def _pieces(value: bytes, vr: str) -> set[bytes]:
+    "The values of a (multi-valued) text element and, for a person's name, its parts."
+    parts = value.split(b'\\')
+    if vr == 'PN': parts += [p for v in parts for p in re.split(rb'[\^=]', v)]
+    return {p.strip(b' \0') for p in parts}
+
+def _searchable(piece: bytes) -> bool: return len(piece) >= (8 if re.fullmatch(rb'[0-9.]*', piece) else 4) and piece not in _DUMMIES
+
+def identifying_values(ds: Dataset, run: DeidRun, kept: set | None = None) -> dict[bytes, str]:
+    "{raw value: keyword} for what de-identifying `ds` removes or changes; adds (tag, raw value) of what it keeps to `kept`."
+    found, kept = {}, set() if kept is None else kept
+    for tag in list(ds.keys()):
+        if tag.is_private or tag in _PIXELS: continue
+        raw, elem = ds.get_item(tag), ds[tag]
+        if elem.VR == 'SQ':
+            for item in elem.value: found.update(identifying_values(item, run, kept))
+            continue
+        action = element_action(elem, run.dates, run.keep)
+        if action == 'K' or (action == 'C' and (elem.VR not in ('DA', 'DT') or run.shift == 0)): kept.add((int(tag), _value_bytes(raw)))
+        elif elem.VR in _SCANNED_VRS:
+            found.update({p: elem.keyword or str(tag) for p in _pieces(_value_bytes(raw), elem.VR) if _searchable(p)})
+    return found
+
+def leaked(data: bytes, ds: Dataset, needles: dict[bytes, str], kept: set) -> str:
+    "Why `data`, the bytes of the written data set `ds`, still holds one of the `needles` ('' when it does not)."
+    spans = [(start, len(data) if e.length == 0xFFFFFFFF else start + e.length) for e, start in raw_elements(ds)
+             if isinstance(e, RawDataElement) and start is not None and (e.tag == 0x7FE00010 or (int(e.tag), e.value or b'') in kept)]
+    for needle, keyword in needles.items():
+        at = data.find(needle)
+        while at >= 0:
+            if not any(a <= at and at + len(needle) <= b for a, b in spans): return f'a value of {keyword} from the input is still in the written bytes'
+            at = data.find(needle, at + 1)
+    return ''
+
 # %% ../nbs/16_dicom.ipynb #365ea741
 def _inside(path: Path, folder: Path) -> bool: return path == folder or path.is_relative_to(folder)
 
-def plan_outputs(input: Path, output: Path) -> list[tuple[Path, Path]]:
-    "(source, target) for every file under `input` (a file or a folder tree); refuses outputs that could touch the input."
+def input_files(input,  # a DICOM file or a folder tree of them
+                output  # the output folder
+               ) -> tuple[Path, list[Path]]:
+    "The input's folder (a file's own folder) and every file under `input`; refuses an output that could touch the input."
     src, out = Path(input).resolve(), Path(output).resolve()
     if not src.exists(): raise FileNotFoundError(f'{input}: no such file or folder')
     if src.is_dir() and _inside(out, src):
         raise ValueError(f'output folder {output} is inside the input folder {input}: choose a folder outside it')
-    sources = sorted(p for p in src.rglob('*') if p.is_file()) if src.is_dir() else [src]
-    pairs = [(s, out / (s.relative_to(src) if src.is_dir() else s.name)) for s in sources]
-    if clash := [t for s, t in pairs if t == s]: raise ValueError(f'{clash[0]} would be written over its own input')
-    if there := [t for _, t in pairs if t.exists()]:
-        raise FileExistsError(f'{len(there)} output files exist already, e.g. {there[0]}: choose a new output folder')
-    return pairs
+    if _inside(src, out): raise ValueError(f'{input} is inside the output folder {output}: its output could be written over its own input; choose another folder')
+    return (src, sorted(p for p in src.rglob('*') if p.is_file())) if src.is_dir() else (src.parent, [src])
+
+_UID = re.compile(r'[0-9]{1,64}(\.[0-9]{1,64})*')
+
+def output_name(ds: Dataset) -> Path | None:
+    "`study/series/instance.dcm` from the new UIDs of a de-identified data set; None when they cannot name a file."
+    parts = [str(ds.get(k) or '') for k in ('StudyInstanceUID', 'SeriesInstanceUID', 'SOPInstanceUID')]
+    if not all(_UID.fullmatch(p) and len(p) <= 64 for p in parts): return None
+    return Path(parts[0], parts[1], parts[2] + '.dcm')
 
 def check_mapping_path(mapping, input: Path, output: Path) -> Path | None:
     "The mapping table's path, refused inside the output (it would travel with the data) or the input folder."
@@ -913,22 +1069,99 @@ def check_mapping_path(mapping, input: Path, output: Path) -> Path | None:
     if src.is_dir() and _inside(path, src): raise ValueError(f'mapping {mapping} is inside the input folder {input}')
     return path
 
+# %% ../nbs/16_dicom.ipynb #a417d4b9
+RECORD, REPORT = 'deid_record.json', 'burned_in_report.csv'
+REPORT_HEADER = ['file', 'modality', 'sop_class', 'burned_in_annotation', 'reason']
+
+def settings_fingerprint(run: DeidRun, date_shift_days) -> str:
+    "A salted digest of what decides the output bytes: equal for batches that can share a folder, and it reveals none of them."
+    shift = sorted(date_shift_days.items()) if isinstance(date_shift_days, Mapping) else date_shift_days
+    text = json.dumps([run.dates, shift, sorted(run.keep), run.uid_root, PROFILE_SOURCE], default=str)
+    return hmac.new(run.salt.encode(), text.encode(), 'sha256').hexdigest()
+
+def _temporary(path: Path) -> bool: return path.name.startswith('.') and path.name.endswith('.tmp')   # a killed atomic write's
+
+def read_record(out: Path, fingerprint: str, overwrite: bool) -> dict:
+    "The record of the output folder `out` ({'settings', 'files'}); refuses foreign files and other settings unless `overwrite`."
+    try: record = json.loads((out / RECORD).read_text()) if (out / RECORD).is_file() else {'settings': fingerprint, 'files': {}}
+    except (ValueError, OSError) as e: raise ValueError(f'{out / RECORD} cannot be read ({type(e).__name__}): restore it, or choose a new output folder') from None
+    ours = set(record['files']) | set(record.get('tolerated', [])) | {RECORD, REPORT}
+    foreign = [p.relative_to(out).as_posix() for p in sorted(out.rglob('*')) if p.is_file() and not _temporary(p)] if out.is_dir() else []
+    if (foreign := [f for f in foreign if f not in ours]) and not overwrite:
+        raise FileExistsError(f'{out} holds {len(foreign)} files anonymize did not write (e.g. {foreign[0]}): choose a new output folder, or pass overwrite=True (--overwrite)')
+    if record['settings'] != fingerprint and record['files'] and not overwrite:
+        raise ValueError(f'{out} holds a batch made with other settings (salt, dates or keep): give the same ones, a new folder, or overwrite=True (--overwrite)')
+    return {'settings': fingerprint, 'files': record['files'], 'tolerated': sorted({*record.get('tolerated', []), *foreign})}   # once allowed, not asked again
+
+def _csv_text(rows: list) -> str:
+    buf = io.StringIO(); csv.writer(buf, lineterminator='\n').writerows(rows)
+    return buf.getvalue()
+
+def _csv_rows(path: Path) -> list[list[str]]:
+    with open(path, newline='') as f: return list(csv.reader(f))[1:]
+
+def merge_report(path: Path, rows: list, decided: set) -> Path:
+    "Write the burned-in report at `path`: its old rows, less those of files in `decided`, then `rows`."
+    old = [r for r in _csv_rows(path) if r and r[0] not in decided] if path.is_file() else []
+    write_text_atomic(path, _csv_text([REPORT_HEADER, *old, *rows]))
+    return path
+
+# %% ../nbs/16_dicom.ipynb #7a4d6775
+def write_private(path: Path, text: str) -> Path:
+    "Write `text` to `path` atomically, readable by its owner only (mode 0o600 from the first byte: `mkstemp` makes it so)."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'w', newline='') as f: f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp): os.remove(tmp)
+    return path
+
+def _row_key(row: list) -> tuple: return tuple(row) if row[0] == 'File' else ('PatientID' if row[0] == 'PatientID' else 'UID', row[1])
+
+def check_mapping(path: Path | None, run: DeidRun) -> list[list[str]]:
+    "The rows of an existing mapping table; refused when it was made with another salt than `run`'s."
+    if path is None or not path.is_file(): return []
+    rows = _csv_rows(path)
+    for kind, old, new in (r for r in rows if len(r) == 3 and r[0] != 'File'):
+        if new != (run.pseudonym(old) if kind == 'PatientID' else run.uid(old, kind)):
+            raise ValueError(f'mapping {path} was made with another salt: give that salt, or another mapping file')
+    run.patients.clear(); run.uids.clear()   # the check's own look-ups are not this batch's
+    return rows
+
+def merge_mapping(path: Path, old: list, new: list) -> Path:
+    "Write the mapping at `path`: the `old` rows and the `new` ones; a new row that contradicts an old one is refused."
+    merged = {_row_key(r): r for r in old if r}
+    for r in new:
+        if merged.setdefault(_row_key(r), r)[2] != r[2]: raise ValueError(f'mapping {path}: a {r[0]} row contradicts this batch: use its salt, or another mapping file')
+    return write_private(path, _csv_text([['kind', 'old', 'new'], *merged.values()]))
+
 # %% ../nbs/16_dicom.ipynb #34ec77fb
 @dataclass
 class AnonymizeResult:
     "What `anonymize` did."
-    written: list[Path]               # the de-identified files
-    skipped: list[tuple[Path, str]]   # input files not written, with why
-    flagged: int                      # files listed in the burned-in report
+    written: list[Path]               # the de-identified files this batch wrote
+    skipped: list[tuple[Path, str]]   # input files refused (not written), with why
+    flagged: int                      # files of this batch listed in the burned-in report
     report: Path                      # burned_in_report.csv, in the output folder
     mapping: Path | None              # the old-to-new table, only when asked for
     patients: int                     # distinct patients given a pseudonym
     uids: int                         # distinct UIDs replaced
+    unchanged: list[Path] = field(default_factory=list)            # outputs an earlier batch wrote from the same input and settings
+    sources: dict[Path, Path] = field(default_factory=dict, repr=False)  # output file -> its input (in memory only)
+    ids: dict[Path, str] = field(default_factory=dict, repr=False)       # refused input -> its name in the report
 
     @property
     def counts(self) -> dict: return dict(written=len(self.written), skipped=len(self.skipped), flagged=self.flagged,
                                           patients=self.patients, uids=self.uids)
-    def __repr__(self): return f'AnonymizeResult({self.counts}, report={self.report}, mapping={self.mapping})'
+    @property
+    def refusals(self) -> list[str]:
+        "'input: reason' for each file refused, to print."
+        return [f'{path}: {why}' for path, why in self.skipped]
+    def __repr__(self):
+        more = f', unchanged={len(self.unchanged)}' if self.unchanged else ''
+        return f'AnonymizeResult({self.counts}{more}, report={self.report}, mapping={self.mapping})'
 
 def _date_mode(keep_dates: bool, date_shift_days) -> str:
     if keep_dates and date_shift_days is not None: raise ValueError('keep_dates and date_shift_days exclude each other: keep or shift')
@@ -939,44 +1172,92 @@ def _days_for(date_shift_days, patient_id: str, path: Path) -> int:
     if patient_id not in date_shift_days: raise KeyError(f'{path}: date_shift_days has no offset for its patient')
     return int(date_shift_days[patient_id])
 
-def _report_row(file: Path, ds: Dataset, reason: str) -> list:
+def _report_row(name: str, ds: Dataset, reason: str) -> list:
     sop_class = UID(str(ds.get('SOPClassUID', '')))
-    return [file.as_posix(), ds.get('Modality', ''), sop_class.name if sop_class else '', ds.get('BurnedInAnnotation', ''), reason]
+    return [name, ds.get('Modality', ''), sop_class.name if sop_class else '', ds.get('BurnedInAnnotation', ''), reason]
 
-def _read(path: Path) -> tuple[Dataset | None, str]:
-    try: ds = pydicom.dcmread(path)
-    except (InvalidDicomError, EOFError, OSError, ValueError) as e: return None, f'not DICOM ({type(e).__name__})'
-    if ds.file_meta.get('MediaStorageSOPClassUID') == '1.2.840.10008.1.3.10': return None, 'DICOMDIR: rebuild it from the new files'
-    return ds, ''
+# %% ../nbs/16_dicom.ipynb #5ae5b59d
+def deidentify_bytes(data: bytes, run: DeidRun, date_shift_days, path: Path) -> tuple[Dataset, bytes] | str:
+    "The de-identified data set and its checked bytes, from the bytes of one file; or why it is refused."
+    ds, why = read_dicom(data)
+    if ds is None: return why
+    try: patient = str(ds.get('PatientID', ''))
+    except Exception as e: return f'cannot be de-identified ({type(e).__name__})'   # a value pydicom cannot convert
+    run.shift = _days_for(date_shift_days, patient, path) if run.dates == 'shift' else 0   # a missing offset: the caller's to fix
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            needles = identifying_values(ds, run, kept := set())
+            deidentify_file(ds, run)
+            buf = io.BytesIO(); ds.save_as(buf, enforce_file_format=False)
+    except Exception as e: return f'cannot be de-identified ({type(e).__name__})'   # a value pydicom cannot convert or write
+    new, why = read_dicom(buf.getvalue())
+    if new is None: return f'the written file does not read back cleanly: {why}'
+    if why := leaked(buf.getvalue(), new, needles, kept): return why
+    return (ds, buf.getvalue()) if output_name(ds) else 'no Study, Series and SOP Instance UID to name its output'
+
+@dataclass
+class _Batch:
+    "One `anonymize` call's decisions, and what it writes into the output folder."
+    out: Path                # the output folder
+    root: Path               # the input folder: input names are relative to it
+    run: DeidRun
+    record: dict             # the output folder's record (`read_record`), updated as files are written
+    result: AnonymizeResult
+    rows: list = field(default_factory=list)      # this batch's report rows
+    decided: set = field(default_factory=set)     # report names this batch decided (their old rows go)
+    files: list = field(default_factory=list)     # ['File', input, output or report name]: the mapping's audit rows
+
+    def refuse(self, src: Path, why: str):
+        name = self.run.file_id(src.relative_to(self.root).as_posix())
+        self.result.skipped.append((src, why)); self.result.ids[src] = name
+        self.rows.append([name, '', '', '', f'refused: {why}']); self.decided.add(name); self.files.append(['File', str(src), name])
+
+    def accept(self, src: Path, ds: Dataset, data: bytes):
+        rel = output_name(ds).as_posix()
+        if rel in self.decided: return self.refuse(src, 'same SOP Instance UID as another file of this batch: written once')
+        self.decided |= {rel, self.run.file_id(src.relative_to(self.root).as_posix())}   # and forget an earlier refusal
+        self.files.append(['File', str(src), rel])
+        if reason := burned_in_reason(ds): self.rows.append(_report_row(rel, ds, reason)); self.result.flagged += 1
+        digest, dst = hmac.new(self.run.salt.encode(), data, 'sha256').hexdigest(), self.out / rel
+        if self.record['files'].get(rel) == digest and dst.is_file(): self.result.unchanged.append(dst)
+        else:
+            with atomic_path(dst) as tmp: tmp.write_bytes(data)
+            self.result.written.append(dst)
+        self.record['files'][rel] = digest; self.result.sources[dst] = src
+
+    def close(self):
+        write_json_atomic(self.out / RECORD, self.record)
+        merge_report(self.out / REPORT, self.rows, self.decided)
 
 # %% ../nbs/16_dicom.ipynb #c0d26847
-def _write_csv(path: Path, header: list[str], rows: list) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, 'w', newline='') as f: csv.writer(f).writerows([header, *rows])
-    return path
-
 def anonymize(input,                   # a DICOM file or a folder tree of them
-              output,                  # folder for the new files (same layout), outside `input`
+              output,                  # folder for the new files (named by their new UIDs), outside `input`
               keep_dates: bool=False,  # keep dates and times (Retain Longitudinal Full Dates option)
               date_shift_days=None,    # days (int) added to every date, or {original PatientID: days}
-              mapping=None,            # where to write the old-to-new ID table (CSV); None writes none
-              salt: str|None=None      # secret that fixes the new UIDs and pseudonyms; None draws one
+              mapping=None,            # where to write (or add to) the old-to-new table (CSV, mode 0o600); None writes none
+              salt: str|None=None,     # secret that fixes the new UIDs and pseudonyms across batches; None draws one
+              keep: Iterable=(),       # keywords of attributes the table leaves out to keep anyway (e.g. 'OverlayDescription')
+              overwrite: bool=False    # write into a folder holding files anonymize did not write, or made with other settings
              ) -> AnonymizeResult:
     "De-identify `input` into `output` with PS3.15's Basic Application Level Confidentiality Profile."
-    run = DeidRun(salt or secrets.token_hex(16), _date_mode(keep_dates, date_shift_days))
-    pairs, mapping, out = plan_outputs(input, output), check_mapping_path(mapping, input, output), Path(output).resolve()
-    written, skipped, flagged = [], [], []
-    for src, dst in pairs:
-        ds, why = _read(src)
-        if ds is None: skipped.append((src, why)); continue
-        run.shift = _days_for(date_shift_days, str(ds.get('PatientID', '')), src) if run.dates == 'shift' else 0
-        if reason := burned_in_reason(ds): flagged.append(_report_row(dst.relative_to(out), ds, reason))
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        deidentify_file(ds, run).save_as(dst, overwrite=False)
-        written.append(dst)
-    report = _write_csv(out / 'burned_in_report.csv', ['file', 'modality', 'sop_class', 'burned_in_annotation', 'reason'], flagged)
-    if mapping: _write_csv(mapping, ['kind', 'old', 'new'], run.mapping_rows())
-    return AnonymizeResult(written, skipped, len(flagged), report, mapping, len(run.patients), len(run.uids))
+    run = DeidRun(salt or secrets.token_hex(16), _date_mode(keep_dates, date_shift_days), keep=resolve_keep(keep))
+    (root, sources), out = input_files(input, output), Path(output).resolve()
+    mapping = check_mapping_path(mapping, input, output)
+    old_rows, record = check_mapping(mapping, run), read_record(out, settings_fingerprint(run, date_shift_days), overwrite)
+    batch = _Batch(out, root, run, record, AnonymizeResult([], [], 0, out / REPORT, mapping, 0, 0))
+    try:
+        for src in sources:
+            try: data = src.read_bytes()
+            except OSError as e: batch.refuse(src, f'cannot be read ({type(e).__name__})'); continue
+            done = deidentify_bytes(data, run, date_shift_days, src)
+            if isinstance(done, str): batch.refuse(src, done)
+            else: batch.accept(src, *done)
+    finally:
+        batch.close()
+        if mapping: merge_mapping(mapping, old_rows, run.mapping_rows() + batch.files)
+    batch.result.patients, batch.result.uids = len(run.patients), len(run.uids)
+    return batch.result
 
 # %% ../nbs/16_dicom.ipynb #500c61d8
 @contextmanager
@@ -1073,22 +1354,62 @@ def read_series(series: DicomSeries) -> sitk.Image:
     reader.SetFileNames(list(series.files))
     with itk_warnings_off(): return reader.Execute()
 
+# %% ../nbs/16_dicom.ipynb #496e1c92
+SERIES_TABLE = 'series.csv'
+SERIES_HEADER = ['uid', 'description', 'folder', 'files', 'size', 'spacing', 'file']
+
+def _series_rows(out: Path) -> dict | None:
+    "{(uid, folder): row} of the folder's series.csv; {} when there is none, None when it is not this tool's."
+    if not (out / SERIES_TABLE).is_file(): return {}
+    with open(out / SERIES_TABLE, newline='') as f: header, *rows = list(csv.reader(f)) or [[]]
+    if header != SERIES_HEADER or any(len(r) != len(header) for r in rows): return None
+    return {(r[0], str(Path(r[2]).resolve())): dict(zip(header, r)) for r in rows}
+
+def plan_nifti(found: list[DicomSeries], heads: dict, out: Path, overwrite: bool) -> tuple[dict, list]:
+    "The rows of earlier conversions, and (series, file name, whether to write it) for each series found."
+    rows = _series_rows(out)
+    present = {p.name for p in out.iterdir() if p.is_file() and not _temporary(p)} if out.is_dir() else set()
+    foreign = sorted(present - {r['file'] for r in (rows or {}).values()} - ({SERIES_TABLE} if rows is not None else set()))
+    if foreign and not overwrite:
+        raise FileExistsError(f'{out} holds {len(foreign)} files this conversion did not write (e.g. {foreign[0]}): choose a new folder, or pass overwrite=True (--overwrite)')
+    rows, plan, changed = rows or {}, [], []
+    taken = {n.removesuffix('.nii.gz') for n in present | {r['file'] for r in rows.values()}}
+    for s in found:
+        old = rows.get((s.uid, str(s.folder.resolve())))
+        if old is None: plan.append((s, series_filename(heads[s][0], s.uid, taken) + '.nii.gz', True)); continue
+        there, same = (out / old['file']).is_file(), old['files'] == str(len(s.files))
+        if there and not same: changed.append(f"{old['file']} (series {s.uid}: {old['files']} files then, {len(s.files)} now)")
+        plan.append((s, old['file'], not (there and same)))
+    if changed and not overwrite:
+        raise FileExistsError(f'{out}: converted before from other files: {"; ".join(changed)}: pass overwrite=True (--overwrite) to convert again')
+    return rows, plan
+
+def write_nifti(image: sitk.Image, path: Path) -> Path:
+    "Write `image` to `path` (.nii.gz) atomically; the temporary keeps the ending, from which SimpleITK picks the format."
+    with atomic_path(path) as tmp:
+        side = tmp.with_name(tmp.name + '.nii.gz')
+        try: sitk.WriteImage(image, str(side), useCompression=True); os.replace(side, tmp)
+        finally: side.unlink(missing_ok=True)
+    return path
+
 # %% ../nbs/16_dicom.ipynb #e1364737
-def dicom_to_nifti(input,   # a folder holding DICOM series, in it or in folders below it
-                   output   # folder for one .nii.gz per series and series.csv
+def dicom_to_nifti(input,               # a folder holding DICOM series, in it or in folders below it
+                   output,              # folder for one .nii.gz per series and series.csv
+                   overwrite: bool=False # convert into a folder holding files this tool did not write, and redo changed series
                   ) -> list[Path]:
     "One NIfTI file per DICOM series under `input`; a `DicomSeriesError` names every series that is not a volume."
     found = find_series(input)
     heads = {s: [pydicom.dcmread(f, stop_before_pixels=True, specific_tags=_HEADER_TAGS) for f in s.files] for s in found}
     if problems := [f'{s.folder}: series {s.uid}: {p}' for s in found for p in series_problems(heads[s], list(s.files))]:
         raise DicomSeriesError('DICOM series that are not volumes:\n' + '\n'.join(problems))
-    out, taken, rows, written = Path(output), set(), [], []
-    out.mkdir(parents=True, exist_ok=True)
-    for s in found:
-        image, path = read_series(s), out / f'{series_filename(heads[s][0], s.uid, taken)}.nii.gz'
-        sitk.WriteImage(image, str(path), useCompression=True)
-        written.append(path)
-        rows.append([s.uid, heads[s][0].get('SeriesDescription', ''), s.folder, len(s.files), 'x'.join(map(str, image.GetSize())),
-                     'x'.join(f'{v:g}' for v in image.GetSpacing()), path.name])
-    _write_csv(out / 'series.csv', ['uid', 'description', 'folder', 'files', 'size', 'spacing', 'file'], rows)
-    return written
+    out = Path(output)
+    rows, plan = plan_nifti(found, heads, out, overwrite)
+    paths = []
+    for s, name, write in plan:
+        paths.append(out / name)
+        if not write: continue
+        write_nifti(image := read_series(s), out / name)
+        rows[(s.uid, str(s.folder.resolve()))] = dict(zip(SERIES_HEADER, [s.uid, heads[s][0].get('SeriesDescription', ''), s.folder, len(s.files),
+                                                                'x'.join(map(str, image.GetSize())), 'x'.join(f'{v:g}' for v in image.GetSpacing()), name]))
+    write_text_atomic(out / SERIES_TABLE, _csv_text([SERIES_HEADER, *[list(r.values()) for r in rows.values()]]))
+    return paths

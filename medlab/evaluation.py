@@ -23,11 +23,12 @@ from torchmetrics.functional.classification import (binary_auroc, multiclass_acc
 
 from .data import DataError, Subject, read_manifest
 from .io import geometry_differences, read_image, read_info, squeeze_info, squeeze_to, to_array
+from .tasks import TASKS
 from .utils import write_text_atomic
 
 # %% auto #0
 __all__ = ['one_hot_values', 'segmentation_scores', 'class_indices', 'classification_scores', 'confusion_table',
-           'regression_scores', 'summarize', 'Evaluation', 'evaluate']
+           'regression_scores', 'summarize', 'Evaluation', 'truth_problems', 'evaluate']
 
 # %% ../nbs/11b_evaluation.ipynb #2e3b0e0a
 def one_hot_values(values: np.ndarray,   # a map of class values, (x, y) or (x, y, z)
@@ -241,6 +242,31 @@ def _regression(truth: list[Subject], predicted: pd.DataFrame) -> Evaluation:
                                 'absolute_error': np.abs(pred - true), 'squared_error': (pred - true) ** 2})
     return Evaluation('regression', per_subject, _dataset_summary(regression_scores(true, pred), len(truth)))
 
+# %% ../nbs/11b_evaluation.ipynb #7d2c55e1
+def _is_number(text: str) -> bool:
+    try: float(text); return True
+    except ValueError: return False
+
+def truth_problems(subjects: list[Subject],  # the rows of the truth CSV
+                   task: str                 # the task scored: 'segmentation', 'classification' or 'regression'
+                  ) -> list[str]:
+    "A line when the truth holds another task's target than `task` needs; [] when it fits, or holds no truth at all (nothing to score)."
+    column = TASKS[task].target_column
+    labels = [Path(s.label) for s in subjects if s.label]
+    numbers = [p.name for p in labels if _is_number(p.name) and not p.exists()]
+    if numbers:
+        fix = 'name the column ValueToPredict' if column == 'ValueToPredict' else "give each subject's mask file in Label"
+        return [f"its 'Label' column holds values such as '{numbers[0]}', not mask paths, but a {task} run is scored "
+                f"against '{column}': {fix}"]
+    has_values = any(s.value is not None for s in subjects)
+    if column == 'Label' and not labels and has_values:
+        return [f"the truth has 'ValueToPredict' (a value per subject), but a {task} run is scored against 'Label' (mask paths): "
+                "give a CSV whose Label column names each subject's mask (to predict only, one without ValueToPredict)"]
+    if column == 'ValueToPredict' and labels and not has_values:
+        return [f"the truth has 'Label' (mask paths), but a {task} run is scored against 'ValueToPredict' (a value per subject): "
+                "give a CSV with ValueToPredict (to predict only, one without Label)"]
+    return []
+
 # %% ../nbs/11b_evaluation.ipynb #c3ac935f
 def evaluate(predictions: str | Path,              # a predictions.csv, or the folder that holds it
              truth: str | Path,                    # a manifest with Label (masks) or ValueToPredict
@@ -257,6 +283,7 @@ def evaluate(predictions: str | Path,              # a predictions.csv, or the f
     elif task is None:
         raise ValueError(f'{predictions}: values without class probabilities may be classes or numbers: give '
                          "task='classification' (or a class_list) or task='regression'")
+    if problems := truth_problems(subjects, task): raise DataError(str(truth), problems)
     if task == 'segmentation': result = _segmentation(subjects, predicted, folder, class_list)
     elif task == 'classification': result = _classification(subjects, predicted, class_list)
     else: result = _regression(subjects, predicted)

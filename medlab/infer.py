@@ -6,24 +6,28 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 import medlab
+from .config import NestedTrainingConfig
 from .data import DataError, check_subjects, read_manifest, read_table, subjects_from_table, target_problems
-from .evaluation import Evaluation, evaluate
+from .evaluation import Evaluation, evaluate, truth_problems
 from .predictor import Predictor, RunError, load_run, reference_info
-from .run import find_runs
+from .run import CHECKPOINTS, RunFolder, claim_folder, find_runs, is_run
+from .split import _runs   # how many folds of a `nested_training` k run: the split module deals them
 from .tasks import Prediction, Task
 from .utils import progress_bar, write_json_atomic, write_text_atomic
 
 # %% auto #0
-__all__ = ['SLIDE_SUFFIXES', 'SLIDE_OPTIONS', 'check_fusion', 'fuse', 'load_predictors', 'predict_subject', 'slide_subjects',
-           'predict_slides', 'Inference', 'predict']
+__all__ = ['SLIDE_SUFFIXES', 'SLIDE_OPTIONS', 'check_fusion', 'fuse', 'planned_folds', 'usable_runs', 'load_predictors',
+           'predict_subject', 'slide_subjects', 'predict_slides', 'Inference', 'predict']
 
 # %% ../nbs/11c_infer.ipynb #fdeb5d2c
 def check_fusion(how: str, task: Task):
@@ -44,17 +48,37 @@ def fuse(predictions: list[Prediction],   # one subject's predictions, one per m
     return Prediction(predictions[0].subject_id, probabilities, predictor.labels(predictor.postprocessed(decided)), predictions[0].reference)
 
 # %% ../nbs/11c_infer.ipynb #df76532f
+def planned_folds(folder: Path) -> list[Path]:
+    "The fold folders (`outer_{i}/inner_{j}`) that the k-fold folder `folder` planned, or [] for any other folder."
+    config = folder / RunFolder.config_file
+    if is_run(folder) or not config.is_file() or not any(folder.glob('outer_*')): return []
+    nested = NestedTrainingConfig(**((yaml.safe_load(config.read_text()) or {}).get('nested_training') or {}))
+    return [folder / f'outer_{i}' / f'inner_{j}' for i in range(_runs(nested.testing)) for j in range(_runs(nested.validation))]
+
+def usable_runs(runs, checkpoint: str = 'best') -> tuple[list[RunFolder], list[str]]:
+    "The runs in `runs` that have `checkpoint`, and a line for each run or planned k-fold fold that has not."
+    found = find_runs(runs)
+    planned = [p for path in (runs if isinstance(runs, (list, tuple)) else [runs])
+               for k in [Path(path), *(c.parent for c in Path(path).rglob(RunFolder.config_file))] for p in planned_folds(k)]
+    cannot = [f'{r.path} (no {r.checkpoint_path(checkpoint).name})' for r in found if not r.has(checkpoint)]
+    cannot += [f'{p} (not trained: no run there)' for p in dict.fromkeys(planned) if RunFolder(p) not in found]
+    return [r for r in found if r.has(checkpoint)], cannot
+
 def load_predictors(runs,                      # a run folder, a folder of runs (k-fold), or a list of them
                     checkpoint: str = 'best',
                     device: str | None = None,
-                    backend: str = 'torch'       # or 'openvino': each run's FP32 export
+                    backend: str = 'torch',      # or 'openvino': each run's FP32 export
+                    partial: bool = False        # fuse the runs that can predict when some cannot (a fold missing): with a warning
                    ) -> list[Predictor]:
-    "A predictor per run, checked to predict the same thing from the same input."
-    found = find_runs(runs)
-    usable = [r for r in found if r.has(checkpoint)]
-    for r in found:
-        if r not in usable: print(f'{r.path}: skipped, it has no {r.checkpoint_path(checkpoint).name} (a run that stopped before its first epoch)')
-    if not usable: raise RunError(f"none of the {len(found)} run(s) in {runs} has a {checkpoint} checkpoint: train them first")
+    "A predictor per run, checked to predict the same thing from the same input; a run or fold that cannot predict is an error unless `partial`."
+    usable, cannot = usable_runs(runs, checkpoint)
+    if not usable: raise RunError(f"none of the run(s) in {runs} has a {CHECKPOINTS[checkpoint]}: train them first"
+                                  + (f" ({'; '.join(cannot[:5])})" if cannot else ''))
+    if cannot:
+        listed = '; '.join(cannot[:5]) + (f'; and {len(cannot) - 5} more' if len(cannot) > 5 else '')
+        if not partial: raise RunError(f'{len(cannot)} of the runs in {runs} cannot predict: {listed}. Fusing the rest would hide '
+                                       f'it: train them (run kfold again), or pass partial=True to fuse the {len(usable)} that can')
+        warnings.warn(f'{listed} cannot predict; fusing the {len(usable)} run(s) that can (partial=True)', stacklevel=3)
     predictors = [load_run(r.path, checkpoint, device, backend) for r in usable]
     first = predictors[0]
     key = lambda p: (p.task.name, p.task.class_list, p.cfg.model.dimension, p.cfg.model.num_channels)
@@ -130,21 +154,23 @@ def predict(runs,                                  # a run folder, a k-fold fold
             fusion: str = 'mean',                  # 'mean' or 'vote' ('mean' only for regression)
             device: str | None = None,             # default: each run's accelerator ('auto': a GPU when there is one)
             checkpoint: str = 'best',              # 'best' or 'latest'
-            backend: str = 'torch'                 # or 'openvino': each run's FP32 export runs the network
+            backend: str = 'torch',                # or 'openvino': each run's FP32 export runs the network
+            partial: bool = False                  # fuse the runs that can predict when a fold or checkpoint is missing (warns)
            ) -> Inference:
     "Predict every subject of `data_csv` with the fusion of `runs`, write each on its input's grid, and score them where the truth is given."
-    predictors = load_predictors(runs, checkpoint, device, backend)
+    predictors = load_predictors(runs, checkpoint, device, backend, partial)
     first = predictors[0]
     check_fusion(fusion, first.task)
     slides = slide_subjects(data_csv) if first.cfg.modality == 'histo' else None
     if slides is None:
         subjects = read_manifest(data_csv, target=False)
+        if problems := truth_problems(subjects, first.task.name): raise DataError(str(data_csv), problems)
         scored = not target_problems(subjects, first.task)
         check_subjects(subjects, first.cfg.model, source=str(data_csv), task=first.task if scored else None,
                        align='align_channels' in first.cfg.data_preprocessing)
     elif fusion != 'mean': raise ValueError(f"fusion '{fusion}': slides are fused by the mean of the runs' probabilities; use fusion='mean'")
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_folder(Path(output_dir), '.medlab-predictions', 'give an empty folder or a new subfolder as output_dir',
+                       earlier=lambda f: (f / 'inference.json').is_file())   # predictions.csv and masks never replace the user's files
     if slides is not None: table, scored = predict_slides(predictors, *slides, out, fusion), False
     else: table = pd.DataFrame([first.task.write(fuse(predict_subject(predictors, s), first, fusion), out)
                                 for s in progress_bar(subjects, desc='predict')])

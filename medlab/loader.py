@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
@@ -18,13 +20,13 @@ from monai.transforms import BorderPadd, Compose, Resized, RandCropByLabelClasse
 
 from .config import MedlabConfig, PatchSamplerConfig
 from .data import Subject
-from .io import read_image, squeeze_to, to_array
+from .io import parse_slide_patch, read_image, read_info, squeeze_info, squeeze_to, to_array
 from .tasks import Task
 from .augmentation import build_augmentation
 from .transforms import GridSteps, build_preprocessing, grid_info
 
 # %% auto #0
-__all__ = ['SubjectReader', 'patch_sampler', 'epoch_seed', 'PatchQueue']
+__all__ = ['SubjectReader', 'smallest_image', 'check_patch_size', 'queue_samples', 'patch_sampler', 'epoch_seed', 'PatchQueue']
 
 # %% ../nbs/10_loader.ipynb #01b02a60
 class SubjectReader:
@@ -52,6 +54,43 @@ class SubjectReader:
         return out
 
     def __call__(self, subject: Subject) -> dict: return self.read(subject)
+
+# %% ../nbs/10_loader.ipynb #6a1e0f52
+def _size(path: str, dimension: int) -> tuple[int, ...] | None:
+    try: return squeeze_info(read_info(path), dimension).size
+    except (FileNotFoundError, ValueError): return None   # unreadable: the data checks name it
+
+def smallest_image(subjects: list[Subject], dimension: int, workers: int = 4) -> tuple[tuple[int, ...], Subject] | None:
+    "The smallest size along each axis of the subjects' images (each file's header read once), and the subject of the smallest; None when unknown."
+    paths = list(dict.fromkeys(s.channels[0] for s in subjects if not parse_slide_patch(s.channels[0])))  # a slide patch's size depends on its level
+    with ThreadPoolExecutor(workers) as pool:
+        sizes = {p: z for p, z in zip(paths, pool.map(lambda p: _size(p, dimension), paths)) if z is not None and len(z) == dimension}
+    if not sizes: return None
+    holder = min((s for s in subjects if s.channels[0] in sizes), key=lambda s: np.prod(sizes[s.channels[0]]))
+    return tuple(int(v) for v in np.min(list(sizes.values()), axis=0)), holder
+
+def check_patch_size(subjects: list[Subject], cfg: MedlabConfig) -> str | None:
+    "Warn (and return the warning) when the patch is larger than the smallest image along an axis: training would learn the padding."
+    if any(name != 'align_channels' for name, _ in GridSteps(cfg.data_preprocessing).steps):
+        return None   # resampling, resizing or cropping changes the sizes: the headers do not tell them
+    found = smallest_image(subjects, cfg.model.dimension)
+    if found is None: return None
+    (smallest, holder), patch = found, tuple(cfg.spatial_patch_size)
+    if all(p <= s for p, s in zip(patch, smallest)): return None
+    fit = tuple(min(p, s) for p, s in zip(patch, smallest))
+    message = (f'patch_size {patch} is larger than the smallest image, {smallest} ({holder.subject_id}, line {holder.row} of '
+               f'{holder.csv}): its patches would be mostly padding; set patch_size to at most {fit}, or resize the images '
+               '(data_preprocessing: resize_image)')
+    warnings.warn(message, stacklevel=3)
+    return message
+
+def queue_samples(cfg: MedlabConfig) -> int:
+    "Patches drawn per volume: `q_samples_per_volume`, at most the `q_max_length` the queue holds (with a warning)."
+    if cfg.q_samples_per_volume <= cfg.q_max_length: return cfg.q_samples_per_volume
+    warnings.warn(f'q_samples_per_volume {cfg.q_samples_per_volume} is more than the {cfg.q_max_length} patches the queue holds '
+                  f'(q_max_length): {cfg.q_max_length} are drawn per volume; lower q_samples_per_volume, or raise q_max_length '
+                  'if the memory allows', stacklevel=3)
+    return cfg.q_max_length
 
 # %% ../nbs/10_loader.ipynb #03c25095
 def patch_sampler(sampler: PatchSamplerConfig,        # the config's `patch_sampler`
@@ -85,7 +124,9 @@ class PatchQueue:
                  shard: tuple[int, int] = (0, 1)):  # (rank, world size): under DDP each process reads its share of each epoch
         self.subjects, self.cfg, self.reader, self.shard = list(subjects), cfg, reader, shard
         per_voxel = reader.task.per_voxel
-        self.sampler = patch_sampler(cfg.patch_sampler, cfg.spatial_patch_size, cfg.q_samples_per_volume, per_voxel,
+        check_patch_size(self.subjects, cfg)
+        self.samples = queue_samples(cfg)
+        self.sampler = patch_sampler(cfg.patch_sampler, cfg.spatial_patch_size, self.samples, per_voxel,
                                      reader.task.class_list, penalty)
         self.label_dtype = reader.task.target_dtype
         keys = ('image', 'label') if per_voxel else ('image',)
@@ -111,7 +152,7 @@ class PatchQueue:
         augment = Compose([self.augment, self._to_tensors])
         read_and_sample.set_random_state(seed=seed % 2**31)
         augment.set_random_state(seed=(seed + 1) % 2**31)
-        patches = PatchDataset([self.subjects[i] for i in order], read_and_sample, self.cfg.q_samples_per_volume, augment)
+        patches = PatchDataset([self.subjects[i] for i in order], read_and_sample, self.samples, augment)
         queue = ShuffleBuffer(patches, buffer_size=self.cfg.q_max_length, seed=(seed + 2) % 2**31)
         # its own generator: making the iterator draws a seed, which must not come from (or shift) torch's global RNG
         return DataLoader(queue, batch_size=self.cfg.batch_size, num_workers=self.cfg.q_num_workers,
@@ -150,4 +191,4 @@ class PatchQueue:
     def __len__(self) -> int:
         "Batches per epoch."
         per_process = -(-len(self.subjects) // self.shard[1])
-        return -(-per_process * self.cfg.q_samples_per_volume // self.cfg.batch_size)
+        return -(-per_process * self.samples // self.cfg.batch_size)

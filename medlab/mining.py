@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .slides import Slide, SlideError, TissueMask, coloured, open_slide, pen_pixels, shrink, tissue_mask
+from .slides import MAX_READ_PIXELS, Slide, SlideError, TissueMask, coloured, open_slide, pen_pixels, shrink, tissue_mask
 from .utils import atomic_path, write_text_atomic
 
 # %% auto #0
@@ -110,7 +110,7 @@ class LabelMap:
             guard, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None   # a slide-sized mask is no decompression bomb...
             try:
                 with Image.open(self.path) as im:
-                    if im.width * im.height <= 64 * 2**20: self.array = np.asarray(im)
+                    if im.width * im.height <= MAX_READ_PIXELS: self.array = np.asarray(im)
                     else: self.array = None
             finally: Image.MAX_IMAGE_PIXELS = guard                     # ...but other images keep PIL's guard
         except Exception: self.array = None
@@ -135,7 +135,7 @@ class LabelMap:
             a = self.array
             return a[np.clip(cy, 0, a.shape[0] - 1)][:, np.clip(cx, 0, a.shape[1] - 1)]
         x0, y0 = int(cx.min()), int(cy.min())
-        region = self._slide._ts.read_region((x0, y0), 0, (int(cx.max()) - x0 + 1, int(cy.max()) - y0 + 1), as_array=True)
+        region = self._slide.read_array((x0, y0), 0, (int(cx.max()) - x0 + 1, int(cy.max()) - y0 + 1))   # budgeted, errors named
         region = region[..., 0] if region.ndim == 3 else region
         return region[np.clip(cy - y0, 0, region.shape[0] - 1)][:, np.clip(cx - x0, 0, region.shape[1] - 1)]
 
@@ -166,10 +166,10 @@ def _blocks(xs: np.ndarray, ys: np.ndarray, grid: PatchGrid, block_read: int = 1
     return np.split(order, cuts)
 
 class _Reader(threading.local):
-    "One open slide per thread."
-    def __init__(self, path, mpp):
+    "One open slide per thread, with the budget of the slide it copies."
+    def __init__(self, path, mpp, max_pixels):
         with warnings.catch_warnings():
-            warnings.simplefilter('ignore'); self.slide = Slide(path, mpp)
+            warnings.simplefilter('ignore'); self.slide = Slide(path, mpp, max_pixels)
 
 def _read_block(slide: Slide, grid: PatchGrid, xs, ys) -> list[np.ndarray]:
     "The patches at level-0 corners (xs, ys), read with one region read, at output size."
@@ -292,7 +292,7 @@ def mine_patches(slide: str | Path | Slide,           # the slide (a path, or an
         wanted = np.array([_quota_for(quotas, int(c)) > 0 for c in classes], bool)
         xs, ys, classes = xs[wanted], ys[wanted], classes[wanted]
     job = _Job(str(s.path.resolve()), s.mpp, grid, str(out), stem, store, task, patch_filter)
-    blocks = _blocks(xs, ys, grid)
+    blocks = _blocks(xs, ys, grid, min(1024, math.isqrt(s.max_pixels)))   # a block's region within the slide's read budget
     if quotas is not None or max_patches is not None:
         np.random.default_rng(seed).shuffle(blocks)
     # the journal: finished blocks and their rows, so a stopped run resumes
@@ -317,7 +317,7 @@ def mine_patches(slide: str | Path | Slide,           # the slide (a path, or an
     full = lambda c: counts.get(c, 0) >= _quota_for(quotas, c)
     enough = lambda: max_patches is not None and len(rows) >= max_patches
     todo = [i for i in range(len(blocks)) if i not in done]
-    reader = _Reader(job.slide, s.mpp)
+    reader = _Reader(job.slide, s.mpp, s.max_pixels)
     with ThreadPoolExecutor(max(1, workers)) as pool, open(journal, 'a') as jf:
         window = max(1, workers) * 2
         for start in range(0, len(todo), window):

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -16,12 +17,13 @@ import pandas as pd
 import SimpleITK as sitk
 
 from .config import MedlabConfig
-from .data import DataError, read_manifest
+from .data import DataError, Subject, read_manifest
+from .run import foreign_entries, refuse_foreign, remove_temporaries
 from .utils import atomic_path, path_inside, write_text_atomic
 from dataclasses import dataclass
 
 # %% auto #0
-__all__ = ['construct_csv', 'split_csv', 'preprocess', 'Prepared', 'prepare_dicom']
+__all__ = ['PREPROCESSED_MARKER', 'construct_csv', 'split_csv', 'input_fingerprint', 'preprocess', 'Prepared', 'prepare_dicom']
 
 # %% ../nbs/17_prepare.ipynb #215ed9ea
 def _match(folder: Path, pattern: str) -> list[Path]:
@@ -72,16 +74,56 @@ def split_csv(cfg: MedlabConfig,                 # its data_csv, nested_training
     return out
 
 # %% ../nbs/17_prepare.ipynb #aec9bb40
+PREPROCESSED_MARKER = '.medlab-preprocessed'
+
+def input_fingerprint(subject: Subject,   # a manifest row
+                      settings: dict,     # `data_preprocessing` as JSON
+                      dimension: int
+                     ) -> str:
+    "A hash of what a subject's pre-processed images depend on: the settings, the dimension and its input files (path, size, time)."
+    files = [Path(f) for f in (*subject.channels, *([subject.label] if subject.label else []))]
+    inputs = [(str(f.resolve()), *((f.stat().st_size, f.stat().st_mtime_ns) if f.exists() else ())) for f in files]
+    text = json.dumps({'settings': settings, 'dimension': dimension, 'inputs': inputs}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+def _marker(path: Path) -> dict:
+    "What a subject's `.done` marker holds ({} when missing, or empty as an earlier medlab wrote it)."
+    try: found = json.loads(path.read_text())
+    except (OSError, ValueError): return {}
+    return found if isinstance(found, dict) else {}
+
+def _take_folder(out: Path, overwrite: bool):
+    "Refuse a folder of other files (unless `overwrite`); mark it as medlab's and clear its own killed writes."
+    ours = (out / PREPROCESSED_MARKER).is_file() or (out / '.done').is_dir()   # `.done/`: an earlier medlab's, before the mark
+    if not ours and not overwrite and (foreign := foreign_entries(out, lambda name: name == PREPROCESSED_MARKER)):
+        refuse_foreign(out, foreign, 'give an empty folder or a new subfolder, or overwrite=True to write the dataset beside them '
+                                     '(files of the same names are replaced)')
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / PREPROCESSED_MARKER).is_file(): write_text_atomic(out / PREPROCESSED_MARKER, 'a pre-processed dataset of medlab\n')
+    remove_temporaries(out, {'data.csv', 'preprocessing.json', PREPROCESSED_MARKER})
+    remove_temporaries(out / '.done')
+
+def _remove_gone(out: Path, keep: set[str]) -> list[str]:
+    "Remove the files medlab wrote for subjects not in `keep` (as their markers list them), then the markers; their IDs."
+    gone = [m for m in sorted((out / '.done').glob('*')) if m.name not in keep]
+    for m in gone:
+        for name in _marker(m).get('files', []): path_inside(out, name).unlink(missing_ok=True)
+        m.unlink()
+    return [m.name for m in gone]
+
+# %% ../nbs/17_prepare.ipynb #8ae7a4b5
 def _preprocess_one(args) -> dict:
-    "Pre-process and write one subject; its manifest row (relative to `out`)."
-    subject, settings, dimension, out = args
+    "Pre-process and write one subject unless its marker holds `fingerprint`; its manifest row (relative to `out`)."
+    subject, settings, dimension, out, fingerprint, redo = args
     from medlab.io import read_image, squeeze_to, to_array
     from medlab.transforms import GridSteps, build_preprocessing
     done = path_inside(out / '.done', subject.subject_id)
     row = {'SubjectID': subject.subject_id, **{f'Channel_{i}': f'images/{subject.subject_id}_ch{i}.nii.gz' for i in range(len(subject.channels))}}
     if subject.label: row['Label'] = f'images/{subject.subject_id}_label.nii.gz'
     if subject.value is not None: row['ValueToPredict'] = subject.value
-    if done.exists(): return row
+    if not redo and _marker(done).get('fingerprint') == fingerprint: return row
+    done.unlink(missing_ok=True)          # until it is written again below, this subject counts as not done
+    remove_temporaries(out / 'images', {Path(v).name for k, v in row.items() if k.startswith('Channel_') or k == 'Label'})
     channels = [squeeze_to(read_image(p), dimension) for p in subject.channels]
     grid = GridSteps(settings)
     channels, mask = grid.plan(channels)
@@ -94,8 +136,8 @@ def _preprocess_one(args) -> dict:
     if subject.label:
         label = mask(squeeze_to(read_image(subject.label), dimension))
         _write(sitk.GetArrayFromImage(label).transpose(*range(label.GetDimension() - 1, -1, -1))[None], label, out / row['Label'])
-    done.parent.mkdir(exist_ok=True)
-    done.write_text('')
+    written = [v for k, v in row.items() if k.startswith('Channel_') or k == 'Label']
+    write_text_atomic(done, json.dumps({'fingerprint': fingerprint, 'files': written}))
     return row
 
 def _write(arr: np.ndarray, like: sitk.Image, path: Path):
@@ -110,22 +152,33 @@ def _write(arr: np.ndarray, like: sitk.Image, path: Path):
         sitk.WriteImage(img, str(typed), useCompression=True)
         typed.replace(tmp)
 
+# %% ../nbs/17_prepare.ipynb #c03c5990
 def preprocess(cfg: MedlabConfig,            # its data_csv, data_preprocessing and model.dimension
-               output_dir: str | Path,       # the harmonised dataset: images/, data.csv
-               workers: int = 2              # processes (1: in this one)
+               output_dir: str | Path,       # the harmonised dataset: images/, data.csv, preprocessing.json
+               workers: int = 2,             # processes (1: in this one)
+               overwrite: bool = False       # redo every subject, and write into a folder that holds other files
               ) -> Path:
     "Apply `cfg.data_preprocessing` to every subject of `cfg.data_csv` once and write the result with its manifest; returns the CSV."
     if not isinstance(cfg.data_csv, str): raise ValueError('preprocess needs one manifest in data_csv')
     out = Path(output_dir).resolve()
     if out == Path(cfg.data_csv).resolve().parent: raise ValueError(f'{out} holds the input manifest: write the pre-processed data elsewhere')
     subjects = read_manifest(cfg.data_csv, target=False)
-    jobs = [(s, cfg.data_preprocessing, cfg.model.dimension, out) for s in subjects]
-    if workers > 1:
+    _take_folder(out, overwrite)
+    settings, dimension = cfg.model_dump(mode='json')['data_preprocessing'], cfg.model.dimension
+    jobs = [(s, cfg.data_preprocessing, dimension, out, input_fingerprint(s, settings, dimension), overwrite) for s in subjects]
+    todo = [j for j in jobs if overwrite or _marker(out / '.done' / j[0].subject_id).get('fingerprint') != j[4]]
+    gone = {m.name for m in (out / '.done').glob('*')} - {s.subject_id for s in subjects}
+    if todo or gone:                          # the folder is about to change: nothing may claim it meanwhile
+        if (old := out / 'preprocessing.json').is_file() and json.loads(old.read_text()) != settings:
+            print(f'{out}: data_preprocessing differs from its preprocessing.json: redoing {len(todo)} of {len(jobs)} subjects', flush=True)
+        for name in ('preprocessing.json', 'data.csv'): (out / name).unlink(missing_ok=True)
+    if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(workers) as pool: rows = list(pool.map(_preprocess_one, jobs))
     else: rows = [_preprocess_one(j) for j in jobs]
+    _remove_gone(out, {s.subject_id for s in subjects})
     csv = out / 'data.csv'
     write_text_atomic(csv, pd.DataFrame(rows).to_csv(index=False))
-    write_text_atomic(out / 'preprocessing.json', json.dumps(cfg.model_dump(mode='json')['data_preprocessing'], indent=1))
+    write_text_atomic(out / 'preprocessing.json', json.dumps(settings, indent=1))   # last: it vouches for every image above
     return csv
 
 # %% ../nbs/17_prepare.ipynb #59b69081

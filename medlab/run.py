@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import yaml
 import time
@@ -17,11 +18,12 @@ import pandas as pd
 
 from .config import MedlabConfig, load_config
 from .split import Split
-from .utils import atomic_path, remove_stale_temporaries, write_json_atomic, write_text_atomic
+from .utils import atomic_path, write_json_atomic, write_text_atomic
 
 # %% auto #0
-__all__ = ['CHECKPOINTS', 'LOG_KINDS', 'KEEP_ON_RESUME', 'save_checkpoint', 'CheckpointError', 'load_checkpoint',
-           'RunLockedError', 'RunConflictError', 'hold', 'portable_path', 'portable_config', 'portable_split',
+__all__ = ['FURNITURE', 'CHECKPOINTS', 'LOG_KINDS', 'KEEP_ON_RESUME', 'save_checkpoint', 'CheckpointError', 'load_checkpoint',
+           'RunLockedError', 'RunConflictError', 'hold', 'temporary_of', 'remove_temporaries', 'ForeignFolderError',
+           'foreign_entries', 'refuse_foreign', 'claim_folder', 'portable_path', 'portable_config', 'portable_split',
            'RunFolder', 'config_differences', 'is_run', 'find_runs']
 
 # %% ../nbs/10a_run.ipynb #fb95900d
@@ -97,6 +99,55 @@ def hold(folder: Path, note=print):
     finally:
         if (_read_lock(path) or {}).get('pid') == os.getpid(): path.unlink(missing_ok=True)
 
+# %% ../nbs/10a_run.ipynb #32893375
+FURNITURE = {'.DS_Store', 'Thumbs.db', 'desktop.ini', '.ipynb_checkpoints', '.directory'}  # put into any folder by the OS or Jupyter
+_TEMPORARY = re.compile(r'\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp(\.nii\.gz)?')   # what `atomic_path` (and its NIfTI writers) name a temporary
+
+def temporary_of(name: str) -> str | None:
+    "The file a temporary named `name` was to become (`.config.yaml.k1ll3d.tmp` -> 'config.yaml'); None for any other name."
+    found = _TEMPORARY.fullmatch(name)
+    return found['name'] if found else None
+
+def remove_temporaries(folder: Path,            # a folder medlab writes
+                       names=None               # the file names medlab writes there; None: every temporary (a folder only medlab writes)
+                      ) -> list[Path]:
+    "Remove what killed atomic writes of `names` left in `folder` (not below it); the paths removed."
+    if not folder.is_dir(): return []
+    stale = [p for p in folder.iterdir() if p.is_file() and (n := temporary_of(p.name)) is not None and (names is None or n in names)]
+    for p in stale: p.unlink(missing_ok=True)
+    return stale
+
+# %% ../nbs/10a_run.ipynb #44c026d4
+class ForeignFolderError(RunConflictError):
+    "The folder given to write into holds files medlab did not write."
+
+def foreign_entries(folder: Path,   # the folder to write into
+                    ours            # name -> True for what medlab may find there (its lock, its temporaries)
+                   ) -> list[str]:
+    "The entries of `folder` that are neither medlab's nor folder furniture, sorted (a folder's name ends in '/'); [] when there is no folder."
+    if not folder.is_dir(): return []
+    return sorted(p.name + ('/' if p.is_dir() else '') for p in folder.iterdir() if p.name not in FURNITURE and not ours(p.name))
+
+def refuse_foreign(folder: Path, foreign: list[str], way_on: str):
+    "Raise `ForeignFolderError` naming `folder`, its first three foreign entries and `way_on`."
+    listed = ', '.join(foreign[:3]) + (f', ... ({len(foreign)} in all)' if len(foreign) > 3 else '')
+    raise ForeignFolderError(f'{folder} holds files medlab did not write ({listed}): {way_on}')
+
+# %% ../nbs/10a_run.ipynb #ba6e6aa9
+def claim_folder(folder: Path,              # the folder a workflow writes its results into
+                 marker: str,               # the file that marks it as that workflow's ('.medlab-kfold')
+                 way_on: str,               # what to do instead, for the message
+                 earlier=lambda f: False,   # True for a folder of this workflow from before markers (its own files)
+                 ours=lambda n: False       # True for entry names that guard themselves (a k-fold folder's fold folders)
+                ) -> Path:
+    "Make `folder` (new, empty, marked, or `earlier`'s) this workflow's: write `marker`; refuse a folder of other files."
+    folder = Path(folder)
+    if not (folder / marker).is_file() and not earlier(folder):
+        if foreign := foreign_entries(folder, lambda n: n == marker or ours(n)): refuse_foreign(folder, foreign, way_on)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / marker).touch()
+    return folder
+
 # %% ../nbs/10a_run.ipynb #17f8a697
 def portable_path(path: str, folder: str | Path) -> str:
     "`path` relative to `folder` when both lie below one folder other than the root; else `path` unchanged."
@@ -129,7 +180,8 @@ LOG_KINDS = ('training', 'validation')
 class RunFolder:
     "The files of one training run, by name; each read back typed and written atomically."
     config_file, split_file, metrics_file = 'config.yaml', 'split.csv', 'metrics.json'
-    events_file, curves_file = 'events.jsonl', 'training_curves.png'
+    events_file, curves_file, marker_file = 'events.jsonl', 'training_curves.png', '.medlab-run'
+    own_folders = ('epochs', 'predictions/*', 'export')   # folders only medlab writes: any temporary in them is its own
 
     def __init__(self, path: str | Path): self.path = Path(path)
     def __repr__(self) -> str: return f'RunFolder({str(self.path)!r})'
@@ -176,10 +228,38 @@ class RunFolder:
         "Hold the folder for this process while a `with` block runs: one writer per run folder (see `hold`)."
         return hold(self.path, note)
 
+    # -- whose folder ----------------------------------------------------------------------------------------
+    @property
+    def owned(self) -> bool:
+        "True when medlab marked the folder as a run's (or an earlier medlab, without the mark, logged a run's events in it)."
+        if (self.path / self.marker_file).is_file(): return True
+        try: first = json.loads((self.path / self.events_file).read_text().split('\n', 1)[0])
+        except (OSError, ValueError): return False
+        return isinstance(first, dict) and {'event', 'time'} <= first.keys()
+
+    def written_names(self) -> set[str]:
+        "The names of the files medlab writes at the top of a run folder."
+        return {self.config_file, self.split_file, self.metrics_file, self.events_file, self.curves_file, self.marker_file,
+                *CHECKPOINTS.values(), *(self.logs_path(k).name for k in LOG_KINDS)}
+
+    def _ours(self, name: str) -> bool:
+        return name in (self.marker_file, 'run.lock') or name.startswith('run.lock.stale.') or temporary_of(name) in self.written_names()
+
+    def check_writable(self):
+        "Refuse a folder that holds files medlab did not write, unless it is a run folder of medlab's (see above)."
+        if self.owned or not (foreign := foreign_entries(self.path, self._ours)): return
+        refuse_foreign(self.path, foreign, f'give an empty folder or a new subfolder as output_dir (e.g. {self.path / "run"}); '
+                                           'medlab writes and resumes a run only in a folder of its own')
+
     def prepare(self, fresh: bool = False):
-        "Make the folder, clear what killed writes left; `fresh` removes what a previous run left that would be taken for this one's."
+        "Take the folder (new, empty or medlab's: see `check_writable`), clear what killed writes left; `fresh` removes what a previous run left that would be taken for this one's."
+        self.check_writable()
         self.path.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.path)
+        if not (self.path / self.marker_file).is_file():
+            write_text_atomic(self.path / self.marker_file, 'a medlab run folder: medlab writes into it and resumes it\n')
+        remove_temporaries(self.path, self.written_names())
+        for pattern in self.own_folders:
+            for folder in self.path.glob(pattern): remove_temporaries(folder)
         if fresh:
             for name in [*CHECKPOINTS.values(), self.metrics_file, self.events_file]: (self.path / name).unlink(missing_ok=True)
             for old in (self.path / 'epochs').glob('model_epoch_*.pt'): old.unlink()

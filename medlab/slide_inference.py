@@ -101,12 +101,12 @@ def tissue_patches(grid: SlideGrid,
 # %% ../nbs/20_slide_inference.ipynb #ba44cbc4
 _BLOCK = 4096   # level pixels of the widest region read at once
 
-def _blocks(grid: SlideGrid, cells: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
-    "`cells` (row-major) grouped into runs on one row whose read region stays under `_BLOCK` level pixels."
+def _blocks(grid: SlideGrid, cells: list[tuple[int, int]], width: int = _BLOCK) -> list[list[tuple[int, int]]]:
+    "`cells` (row-major) grouped into runs on one row whose read region stays under `width` level pixels."
     groups, span = [], lambda first, last: (last - first) * grid.stride * grid.scale + grid.patch * grid.scale
     for c in cells:
         g = groups[-1] if groups else None
-        if g and g[-1][1] == c[1] and c[0] - g[-1][0] <= max(1, grid.patch // grid.stride) and span(g[0][0], c[0]) <= _BLOCK: g.append(c)
+        if g and g[-1][1] == c[1] and c[0] - g[-1][0] <= max(1, grid.patch // grid.stride) and span(g[0][0], c[0]) <= width: g.append(c)
         else: groups.append([c])
     return groups
 
@@ -115,7 +115,7 @@ def read_patches(slide: Slide, grid: SlideGrid, cells: list[tuple[int, int]]) ->
     out = np.empty((len(cells), 3, grid.patch, grid.patch), np.float32)
     side = max(1, round(grid.patch * grid.scale))                # level pixels per patch
     k = 0
-    for group in _blocks(grid, cells):
+    for group in _blocks(grid, cells, min(_BLOCK, slide.max_pixels // side)):   # each read within the slide's budget
         x0, y0 = grid.corner(*group[0])
         width = round((grid.corner(*group[-1])[0] - x0) / slide.level_downsamples[grid.level]) + side
         region = slide.read_region((x0, y0), grid.level, (width, side))

@@ -5,6 +5,7 @@
 # %% ../nbs/19_slides.ipynb #19e10791
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -17,12 +18,15 @@ import numpy as np
 from .utils import atomic_path
 
 # %% auto #0
-__all__ = ['MAX_REGION_PIXELS', 'APERIO_KEEP', 'SlideError', 'Slide', 'level_for', 'read_region', 'shrink', 'thumbnail',
-           'open_slide', 'write_pyramid', 'make_sample_slide', 'pen_pixels', 'optical_density', 'saturation',
-           'coloured', 'tissue_pixels', 'TissueMask', 'tissue_mask', 'tissue_figure', 'clean_description',
+__all__ = ['MAX_READ_PIXELS', 'APERIO_KEEP', 'SlideError', 'Slide', 'level_for', 'read_array', 'read_region', 'shrink',
+           'thumbnail', 'open_slide', 'write_pyramid', 'make_sample_slide', 'pen_pixels', 'optical_density',
+           'saturation', 'coloured', 'tissue_pixels', 'TissueMask', 'tissue_mask', 'tissue_figure', 'clean_description',
            'slide_identifiers', 'deidentify_slide']
 
-# %% ../nbs/19_slides.ipynb #906a3c21
+# %% ../nbs/19_slides.ipynb #1e00a1b8
+MAX_READ_PIXELS = 64 * 2**20   # the most pixels one read decodes: 192 MB of RGB, about a second of JPEG; a slide's
+                               # `max_pixels` overrides it (a whole level 0 is 100 to 10,000 times more)
+
 class SlideError(ValueError):
     "A slide that cannot be read, or a request it cannot answer (a level it lacks, a size in microns without an MPP)."
 
@@ -31,17 +35,56 @@ def _mpp_help(path) -> str:
             'mine_patches(..., slide_mpp=0.5), the CLI\'s --slide-mpp 0.5, or slide_mpp: 0.5 in the config; '
             '0.25 is typical of 40x scans, 0.5 of 20x')
 
+def _unreadable(path, why: str) -> SlideError:
+    return SlideError(f'{path}: not a readable slide ({why}): give an SVS, tiled TIFF or other file tiffslide opens, '
+                      'copied whole from its source')
+
+def _tile_problem(tf,       # an open `tifffile.TiffFile`
+                 pages     # the first page of each level
+                ) -> str | None:
+    "Why the tiles (or strips) the level headers promise are not all in the file, or None."
+    end = tf.filehandle.size
+    for i, page in enumerate(pages):
+        want, have = math.prod(page.chunked), len(page.dataoffsets)
+        if have < want:
+            return f'level {i} claims {page.imagewidth}x{page.imagelength} pixels in {want:,} tiles but lists {have:,}'
+        stops = np.asarray(page.dataoffsets, np.int64) + np.asarray(page.databytecounts, np.int64)
+        if len(stops) and int(stops.max()) > end:
+            return f'the tiles of level {i} run to byte {int(stops.max()):,}, past the end of the file ({end:,} bytes): it is cut short'
+    return None
+
+def _level_pages(ts) -> list:
+    "The first page of each level of the series tiffslide reads."
+    return [level.keyframe for level in ts.ts_tifffile.series[int(ts.properties['tiffslide.series-index'])].levels]
+
+def _open_checked(path: Path):
+    "A tiffslide handle on `path` whose levels hold the tiles their headers promise; a SlideError naming the file otherwise."
+    import tiffslide
+    ts = why = None
+    try:
+        ts = tiffslide.TiffSlide(path)
+        if not len(ts.ts_tifffile.pages): why = 'it holds no image: there is no page where its header points'
+        elif min(map(min, ts.level_dimensions)) < 1: why = f'its levels are {ts.level_dimensions}'
+        else: why = _tile_problem(ts.ts_tifffile, _level_pages(ts))
+    except Exception as e: why = f'{type(e).__name__}: {e}'.rstrip(': ')
+    if why is None: return ts
+    if ts is not None: ts.close()
+    raise _unreadable(path, why)
+
+# %% ../nbs/19_slides.ipynb #906a3c21
 class Slide:
     "A whole-slide image read lazily through tiffslide; sizes are (width, height) as tiffslide gives them."
-    def __init__(self, path: str | Path,     # SVS, tiled pyramidal TIFF, or any format tiffslide opens
-                 mpp: float | None = None):  # microns per level-0 pixel, for files without the tag (overrides the file's)
-        import tiffslide
+    def __init__(self, path: str | Path,                 # SVS, tiled pyramidal TIFF, or any format tiffslide opens
+                 mpp: float | None = None,               # microns per level-0 pixel, for files without the tag (overrides the file's)
+                 max_pixels: int = MAX_READ_PIXELS):     # the most pixels one read of this slide decodes
         self.path = Path(path)
         if not self.path.is_file(): raise FileNotFoundError(f'slide not found: {self.path}')
         if mpp is not None and (not isinstance(mpp, (int, float)) or not 0 < mpp < 1000):
             raise SlideError(f'mpp must be a positive number of microns per pixel, got {mpp!r}')
-        try: self._ts = tiffslide.TiffSlide(self.path)
-        except Exception as e: raise SlideError(f'{self.path}: not a slide tiffslide can read ({type(e).__name__}: {e})') from None
+        if not isinstance(max_pixels, (int, np.integer)) or max_pixels < 2**16:
+            raise SlideError(f'max_pixels must be a whole number of pixels, at least 65536 (256 x 256), got {max_pixels!r}')
+        self.max_pixels = int(max_pixels)
+        self._ts = _open_checked(self.path)
         props = self._ts.properties
         found = props.get('tiffslide.mpp-x')
         self.mpp = float(mpp) if mpp is not None else (float(found) if found else None)
@@ -63,11 +106,11 @@ class Slide:
     def __enter__(self): return self
     def __exit__(self, *_): self.close()
     def close(self): self._ts.close()
-    def __getstate__(self): return {'path': self.path, 'mpp': self.mpp}   # worker processes reopen the file
+    def __getstate__(self): return {'path': self.path, 'mpp': self.mpp, 'max_pixels': self.max_pixels}   # worker processes reopen the file
     def __setstate__(self, state):
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            self.__init__(state['path'], state['mpp'])
+            self.__init__(state['path'], state['mpp'], state.get('max_pixels', MAX_READ_PIXELS))
 
 # %% ../nbs/19_slides.ipynb #fd532da3
 def _level_mpp(self, level: int) -> float:
@@ -108,20 +151,43 @@ def level_for(self, mpp: float | None = None,           # wanted microns per pix
 Slide._check_level, Slide.level_mpp, Slide.level_for = _check_level, _level_mpp, level_for
 
 # %% ../nbs/19_slides.ipynb #458f9503
-MAX_REGION_PIXELS = 64 * 2**20
+class _DroppedSiblingReads(logging.Filter):
+    "Drops asyncio's reports of zarr's tile reads left behind when another read of the same region failed (its error is raised)."
+    def filter(self, record) -> bool:
+        if 'concurrent_map.<locals>.run()' in record.getMessage(): return False
+        tb = record.exc_info[2] if record.exc_info else None
+        while tb is not None:   # a gather of such reads, failing later on the file its slide has closed since
+            code = tb.tb_frame.f_code
+            if 'zarr' in code.co_filename and getattr(code, 'co_qualname', '') == 'concurrent_map.<locals>.run': return False
+            tb = tb.tb_next
+        return True
+
+if not any(isinstance(f, _DroppedSiblingReads) for f in logging.getLogger('asyncio').filters):   # once, even on reload
+    logging.getLogger('asyncio').addFilter(_DroppedSiblingReads())
+
+def read_array(self, location: tuple[int, int],   # (x, y) of the top-left corner in level-0 pixels
+               level: int,                          # the level to read
+               size: tuple[int, int]                # (width, height) in pixels of that level
+              ) -> np.ndarray:
+    "A region as the file stores it (height, width[, samples]), within the slide's `max_pixels`; cut at the slide's edge."
+    level = self._check_level(level)
+    (x, y), (w, h) = map(int, location), map(int, size)
+    if w <= 0 or h <= 0: raise SlideError(f'region size must be positive, got {size}')
+    if w * h > self.max_pixels:
+        raise SlideError(f'{self.path.name}: a {w}x{h} region is too large to read at once (more than max_pixels={self.max_pixels:,}): '
+                         'read it in tiles or at a coarser level, or open the slide with a larger max_pixels')
+    try: return self._ts.read_region((x, y), level, (w, h), as_array=True, padding=False)
+    except MemoryError: raise
+    except Exception as e:   # a damaged tile: zarr's traceback names neither the slide nor the region
+        raise SlideError(f'{self.path.name}: the {w}x{h} region at ({x}, {y}) of level {level} cannot be decoded '
+                         f'({type(e).__name__}: {e}): the file is damaged there') from None
 
 def read_region(self, location: tuple[int, int],   # (x, y) of the top-left corner in level-0 pixels
                 level: int,                          # the level to read
                 size: tuple[int, int]                # (width, height) in pixels of that level
                ) -> np.ndarray:
     "An RGB uint8 array (height, width, 3) of a region; outside the slide reads as white."
-    level = self._check_level(level)
-    w, h = int(size[0]), int(size[1])
-    if w <= 0 or h <= 0: raise SlideError(f'region size must be positive, got {size}')
-    if w * h > MAX_REGION_PIXELS:
-        raise SlideError(f'a {w}x{h} region of {self.path.name} is too large to read at once: read it in tiles, or at a coarser level')
-    arr = self._ts.read_region((int(location[0]), int(location[1])), level, (w, h), as_array=True, padding=False)
-    return _rgb(arr, (h, w))
+    return _rgb(self.read_array(location, level, size), (int(size[1]), int(size[0])))
 
 def _rgb(arr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     "RGB uint8 of `shape`: alpha composited on white, grey repeated, and the part beyond the slide white."
@@ -143,17 +209,21 @@ def shrink(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if rgb.shape[1::-1] == tuple(size): return rgb
     return np.asarray(Image.fromarray(rgb).resize(tuple(int(s) for s in size), Image.Resampling.BILINEAR))
 
-def thumbnail(self, max_size: int = 1024     # the longer side of the thumbnail, in pixels
-             ) -> tuple[np.ndarray, float]:
-    "An RGB thumbnail and its downsample from level 0 (level-0 pixels per thumbnail pixel)."
-    W, H = self.dimensions
-    down = max(W, H) / max_size if max(W, H) > max_size else 1.0
-    tw, th = max(1, round(W / down)), max(1, round(H / down))
-    level = max((i for i, d in enumerate(self.level_downsamples) if d <= down * 1.01), key=lambda i: self.level_downsamples[i])
-    lw, lh = self.level_dimensions[level]
-    ld = self.level_downsamples[level]
+Slide.read_array, Slide.read_region = read_array, read_region
+
+# %% ../nbs/19_slides.ipynb #64c48dfd
+_MIN_SAMPLES = 8   # tiles across and down (or all there are): fewer make too coarse a mosaic to find the tissue in
+
+def _tile_size(self, level: int) -> tuple[int, int]:
+    "(width, height) of the tiles (or strips) `level` is stored in: the unit one read decodes."
+    page = _level_pages(self._ts)[level]
+    return (page.tilewidth, page.tilelength) if page.is_tiled else (page.imagewidth, min(page.rowsperstrip, page.imagelength))
+
+def _whole_level(self, level: int, size: tuple[int, int]) -> np.ndarray:
+    "The thumbnail of `size` (width, height) from all of `level`, read in blocks and shrunk as they come."
+    (tw, th), (lw, lh), ld = size, self.level_dimensions[level], self.level_downsamples[level]
     out = np.empty((th, tw, 3), np.uint8)
-    block = 4096                                               # level pixels per block side
+    block = min(4096, math.isqrt(self.max_pixels))                # level pixels per block side
     for y0 in range(0, lh, block):
         for x0 in range(0, lw, block):
             bw, bh = min(block, lw - x0), min(block, lh - y0)
@@ -162,15 +232,49 @@ def thumbnail(self, max_size: int = 1024     # the longer side of the thumbnail,
             if ty1 <= ty0 or tx1 <= tx0: continue
             region = self.read_region((round(x0 * ld), round(y0 * ld)), level, (bw, bh))
             out[ty0:ty1, tx0:tx1] = shrink(region, (tx1 - tx0, ty1 - ty0))
-    return out, W / tw
+    return out
 
-Slide.read_region, Slide.thumbnail = read_region, thumbnail
+def _tile_mosaic(self, level: int, size: tuple[int, int]) -> np.ndarray:
+    "The thumbnail of `size` (width, height) from evenly spaced tiles of `level`, as many as `max_pixels` decodes."
+    (tw, th), (lw, lh), ld = size, self.level_dimensions[level], self.level_downsamples[level]
+    cw, ch = _tile_size(self, level)
+    gx, gy = math.ceil(lw / cw), math.ceil(lh / ch)                  # tiles across and down
+    budget = self.max_pixels // (cw * ch)
+    nx = max(1, min(gx, tw, round(math.sqrt(budget * gx / gy))))      # cells across and down, the level's aspect
+    ny = max(1, min(gy, th, budget // nx))
+    if nx < min(_MIN_SAMPLES, gx) or ny < min(_MIN_SAMPLES, gy):
+        raise SlideError(f'{self.path.name}: level {level} is {lw}x{lh} pixels with no smaller level, and max_pixels={self.max_pixels:,} '
+                         f'decodes only {budget} of its {cw}x{ch} tiles, too few for a thumbnail: open it with a larger max_pixels')
+    warnings.warn(f'{self.path.name}: level {level} is {lw}x{lh} pixels with no smaller level: its thumbnail is a mosaic of '
+                  f'{nx * ny:,} of its {gx * gy:,} tiles, so a tissue mask from it is approximate; a pyramidal copy gives a true one', stacklevel=3)
+    out = np.empty((th, tw, 3), np.uint8)
+    for j in range(ny):
+        ty0, ty1, cy = round(j * th / ny), round((j + 1) * th / ny), int((j + 0.5) * gy / ny)
+        for i in range(nx):
+            tx0, tx1, cx = round(i * tw / nx), round((i + 1) * tw / nx), int((i + 0.5) * gx / nx)
+            tile = self.read_region((round(cx * cw * ld), round(cy * ch * ld)), level, (min(cw, lw - cx * cw), min(ch, lh - cy * ch)))
+            out[ty0:ty1, tx0:tx1] = shrink(tile, (tx1 - tx0, ty1 - ty0))
+    return out
 
-def open_slide(path: str | Path,           # the slide file
-               mpp: float | None = None    # microns per level-0 pixel, for a file without the tag
+def thumbnail(self, max_size: int = 1024     # the longer side of the thumbnail, in pixels
+             ) -> tuple[np.ndarray, float]:
+    "An RGB thumbnail and its downsample from level 0 (level-0 pixels per thumbnail pixel), within the slide's `max_pixels`."
+    W, H = self.dimensions
+    down = max(W, H) / max_size if max(W, H) > max_size else 1.0
+    tw, th = max(1, round(W / down)), max(1, round(H / down))
+    level = max((i for i, d in enumerate(self.level_downsamples) if d <= down * 1.01), key=lambda i: self.level_downsamples[i])
+    lw, lh = self.level_dimensions[level]
+    read = _whole_level if lw * lh <= self.max_pixels else _tile_mosaic
+    return read(self, level, (tw, th)), W / tw
+
+Slide.thumbnail = thumbnail
+
+def open_slide(path: str | Path,                  # the slide file
+               mpp: float | None = None,          # microns per level-0 pixel, for a file without the tag
+               max_pixels: int = MAX_READ_PIXELS  # the most pixels one read decodes (more: slower, truer thumbnails of single-level slides)
               ) -> Slide:
-    "Open a whole-slide image lazily (SVS, tiled pyramidal TIFF, whatever tiffslide reads)."
-    return Slide(path, mpp)
+    "Open a whole-slide image lazily (SVS, tiled pyramidal TIFF, whatever tiffslide reads), checking its tiles are all there."
+    return Slide(path, mpp, max_pixels)
 
 # %% ../nbs/19_slides.ipynb #cca58a1a
 def _strips(image, tile: int) -> Iterator[np.ndarray]:
@@ -488,7 +592,9 @@ def slide_identifiers(path: str | Path) -> list[str]:
     "What in a slide file may identify a patient: associated label/macro images and identifying tags, one line each."
     import tifffile
     found = []
-    with tifffile.TiffFile(path) as tf:
+    try: tf = tifffile.TiffFile(path)
+    except Exception as e: raise _unreadable(path, f'{type(e).__name__}: {e}') from None
+    with tf:
         for s in tf.series:
             if s.name.lower() in ('label', 'macro'): found.append(f'{s.name.lower()} image {s.shape[1]}x{s.shape[0]}')
         for page in tf.pages:
@@ -524,23 +630,27 @@ def _copy_page(tw, tf, page, description: str | None, **extra):
 
 def _same_pixels(src: Path, dst: Path, regions: int = 4, seed: int = 0) -> str | None:
     "Why `dst` differs from `src` (tile bytes of every level, decoded level-0 regions), or None."
-    import tifffile, tiffslide
+    import tifffile
     with tifffile.TiffFile(src) as a, tifffile.TiffFile(dst) as b:
         la, lb = a.series[0].levels, b.series[0].levels
         if [l.shape for l in la] != [l.shape for l in lb]: return f'levels {[l.shape for l in la]} became {[l.shape for l in lb]}'
         for i, (pa, pb) in enumerate(zip(la, lb)):
             pa, pb = pa.keyframe, pb.keyframe
             if any(x != y for x, y in zip(_raw_chunks(a, pa), _raw_chunks(b, pb))): return f'the tiles of level {i} differ'
-    with tiffslide.TiffSlide(src) as a, tiffslide.TiffSlide(dst) as b:
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')   # no MPP: the pixels are compared all the same
+        a, b = Slide(src), Slide(dst)     # checked, within the read budget, a damaged tile named
+    with a, b:
         W, H = a.dimensions
         rng = np.random.default_rng(seed)
         for _ in range(regions):
             w, h = min(W, 1024), min(H, 1024)
             x, y = int(rng.integers(0, W - w + 1)), int(rng.integers(0, H - h + 1))
-            if not np.array_equal(a.read_region((x, y), 0, (w, h), as_array=True), b.read_region((x, y), 0, (w, h), as_array=True)):
+            if not np.array_equal(a.read_array((x, y), 0, (w, h)), b.read_array((x, y), 0, (w, h))):
                 return f'decoded level-0 pixels differ at ({x}, {y})'
     return None
 
+# %% ../nbs/19_slides.ipynb #ac0d5d04
 def deidentify_slide(src: str | Path,          # the slide to clean (opened read-only, never changed)
                      dst: str | Path,          # the new file
                      overwrite: bool = False   # replace `dst` if it exists
@@ -552,22 +662,32 @@ def deidentify_slide(src: str | Path,          # the slide to clean (opened read
     if dst.exists() and (dst.resolve() == src.resolve() or src.samefile(dst)): raise SlideError(f'{dst} is the input: give a new file')
     if dst.exists() and not overwrite: raise FileExistsError(f'{dst} exists: give another name, or overwrite=True (the CLI: --overwrite)')
     try: tf = tifffile.TiffFile(src)
-    except Exception as e: raise SlideError(f'{src}: not a TIFF-based slide ({e})') from None
+    except Exception as e: raise _unreadable(src, f'{type(e).__name__}: {e}') from None
     with tf:
+        if not len(tf.pages) or not tf.series: raise _unreadable(src, 'it holds no image: there is no page where its header points')
+        if (why := _tile_problem(tf, [l.keyframe for l in tf.series[0].levels])) is not None: raise _unreadable(src, why)
         kind = 'svs' if tf.is_svs else ('tiff' if tf.series and tf.series[0].kind in ('generic', 'shaped', 'uniform') else tf.series[0].kind if tf.series else '?')
         if kind not in ('svs', 'tiff') or tf.is_ome or tf.is_ndpi or tf.is_scn or tf.is_philips:
             raise SlideError(f'{src.name}: de-identification handles Aperio SVS and generic tiled TIFF, not this {kind} file '
                              '(its identifiers may sit where this does not look); convert it to a tiled TIFF first')
-        with atomic_path(dst) as tmp, tifffile.TiffWriter(tmp, bigtiff=tf.is_bigtiff) as tw:
-            if kind == 'svs':
-                keep = {p.index for s in tf.series if s.name.lower() not in ('label', 'macro') for l in s.levels for p in l.pages}
-                for page in tf.pages:
-                    if page.index in keep: _copy_page(tw, tf, page, clean_description(page.description))
-            else:
-                levels = [l.keyframe for l in tf.series[0].levels]
-                nested = len(levels) > 1 and bool(levels[0].subifds)
-                _copy_page(tw, tf, levels[0], None, **({'subifds': len(levels) - 1} if nested else {}))
-                for page in levels[1:]: _copy_page(tw, tf, page, None)
-            tw.close()
-            if (why := _same_pixels(src, tmp)) is not None: raise SlideError(f'de-identifying {src.name} changed its pixels ({why}): nothing written')
+        try: _write_clean(tf, kind, src, dst)
+        except (SlideError, OSError, MemoryError): raise
+        except Exception as e:   # a tile or tag tifffile cannot copy: say which file, even when the error has no message
+            raise SlideError(f'{src}: could not be copied ({type(e).__name__}: {e or "no message"}): nothing written') from e
     return dst
+
+def _write_clean(tf, kind: str, src: Path, dst: Path):
+    "Write the clean copy of the open slide `tf` to `dst` (atomically), and check its pixels against `src`."
+    import tifffile
+    with atomic_path(dst) as tmp, tifffile.TiffWriter(tmp, bigtiff=tf.is_bigtiff) as tw:
+        if kind == 'svs':
+            keep = {p.index for s in tf.series if s.name.lower() not in ('label', 'macro') for l in s.levels for p in l.pages}
+            for page in tf.pages:
+                if page.index in keep: _copy_page(tw, tf, page, clean_description(page.description))
+        else:
+            levels = [l.keyframe for l in tf.series[0].levels]
+            nested = len(levels) > 1 and bool(levels[0].subifds)
+            _copy_page(tw, tf, levels[0], None, **({'subifds': len(levels) - 1} if nested else {}))
+            for page in levels[1:]: _copy_page(tw, tf, page, None)
+        tw.close()
+        if (why := _same_pixels(src, tmp)) is not None: raise SlideError(f'de-identifying {src.name} changed its pixels ({why}): nothing written')

@@ -25,7 +25,7 @@ import_monai()  # before any MONAI import: skips a slow optional dependency (see
 from monai.data import get_track_meta, set_track_meta
 
 import medlab
-from .config import ConfigError, MedlabConfig, config_from_dict
+from .config import ConfigError, MedlabConfig, config_from_dict, update_config
 from .data import Subject
 from .loader import PatchQueue, epoch_seed
 from .losses import build_loss
@@ -36,6 +36,7 @@ from .predictor import Predictor, pick_device, reference_info
 from .run import LOG_KINDS, RunConflictError, RunFolder, config_differences
 from .split import Split, check_split, load_split, split_differences
 from .tasks import Task, class_penalty, config_task
+from .tuning import tune_trainer
 from .utils import atomic_path, duration, in_kernel, is_interactive, progress_bar, seed_everything
 
 # %% auto #0
@@ -461,6 +462,12 @@ def import_dynamo_in_background():
     threading.Thread(target=importlib.import_module, args=('torch._dynamo',), daemon=True,
                      name='medlab-import-torch-dynamo').start()
 
+def _tuned_before(run: RunFolder, cfg: MedlabConfig, resume: bool) -> MedlabConfig:
+    "`cfg` with the batch size and learning rate a resumed run was tuned to (`auto_*_find`), so a resume is not a conflict."
+    if not ((cfg.auto_batch_size_find or cfg.auto_lr_find) and resume and run.has('latest')): return cfg
+    saved = run.checkpoint('latest')['config']
+    return update_config(cfg, batch_size=saved['batch_size'], learning_rate=saved['learning_rate'])
+
 def _previous_run(run: RunFolder, cfg: MedlabConfig, resume: bool) -> dict | None:
     "The latest checkpoint to resume from, or None; an error when the folder holds a run of another config."
     if not (resume and run.has('latest')): return None
@@ -527,7 +534,9 @@ def train(cfg: MedlabConfig,                  # the run's config, from `load_con
     import_dynamo_in_background()
     cfg = config_from_dict(cfg.model_dump(mode='json'), 'config')  # a private copy: the caller's may be edited by a panel
     task, run = config_task(cfg.model, cfg.loss_function, cfg.metrics, scaling_factor=cfg.scaling_factor), RunFolder(cfg.output_dir)
+    run.check_writable()              # a folder of the user's files: refused before a checkpoint in it is read or a lock written
     rank, world, device = process_group(cfg.accelerator)
+    cfg = _tuned_before(run, cfg, resume)
     latest = _previous_run(run, cfg, resume)  # every process resumes from the same checkpoint
     if (done := _already_done(run, cfg, latest)) is not None:
         if rank == 0: print(done, flush=True)
@@ -549,6 +558,10 @@ def train(cfg: MedlabConfig,                  # the run's config, from `load_con
         trainer = None
         try:
             trainer = Trainer(cfg, split, task, run, device, shard=(rank, world))
+            if latest is None and world == 1 and (cfg.auto_batch_size_find or cfg.auto_lr_find):
+                cfg, found = tune_trainer(trainer)   # GaNDLF's auto_batch_size_find / auto_lr_find, before the first step
+                run.log_event('tuned', **found); run.write_config(cfg)
+                trainer = Trainer(cfg, split, task, run, device, shard=(rank, world))
             run.log_event('start', at=started, task=task.name, resumed_from_epoch=latest['epoch'] if latest else None,
                           subjects={k: len(v) for k, v in split.items()}, penalty=trainer.penalty, processes=world)
             if latest is not None and rank == 0: print(f"{run.path}: resuming at epoch {latest['epoch'] + 1} of {cfg.num_epochs}", flush=True)

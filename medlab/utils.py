@@ -28,10 +28,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, field_validator
 
 # %% auto #0
-__all__ = ['closest', 'did_you_mean', 'Registry', 'Spec', 'disk_full_error', 'atomic_path', 'remove_stale_temporaries',
-           'write_text_atomic', 'path_inside', 'strict_json', 'write_json_atomic', 'seed_everything', 'import_monai',
-           'is_interactive', 'template_path', 'check_parameters', 'duration', 'PlainProgress', 'progress_bar',
-           'in_kernel', 'display_bundle', 'SummarySlot', 'summary_slot', 'summary_slot_error', 'Strict']
+__all__ = ['closest', 'did_you_mean', 'Registry', 'Spec', 'disk_full_error', 'atomic_path', 'write_text_atomic', 'path_inside',
+           'strict_json', 'write_json_atomic', 'seed_everything', 'import_monai', 'is_interactive', 'template_path',
+           'check_parameters', 'duration', 'PlainProgress', 'progress_bar', 'in_kernel', 'display_bundle',
+           'SummarySlot', 'summary_slot', 'summary_slot_error', 'Strict']
 
 # %% ../nbs/00_utils.ipynb #bf9f5315
 def closest(name: str,             # what the user wrote
@@ -129,12 +129,6 @@ def atomic_path(path: str | Path):
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)
-
-def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    "Remove the temporary files that killed atomic writes left in `folder` and below; the paths removed."
-    stale = [p for p in Path(folder).rglob('.*.tmp') if p.is_file()]
-    for p in stale: p.unlink(missing_ok=True)
-    return stale
 
 def write_text_atomic(path: str | Path, text: str):
     "Write `text` to `path` atomically."

@@ -134,8 +134,9 @@ def _expect(rule, vr: str, dates: str, shift: int):
 def test_every_planted_attribute_follows_its_action(planted, dates, shift):
     folder, tags = planted
     out = folder / f'out_{dates}'
-    anonymize(folder / 'in', out, keep_dates=dates == 'keep', date_shift_days=shift if dates == 'shift' else None, salt='k')
-    ds, original = pydicom.dcmread(out / 'planted.dcm'), pydicom.dcmread(folder / 'in' / 'planted.dcm')
+    result = anonymize(folder / 'in', out, keep_dates=dates == 'keep', date_shift_days=shift if dates == 'shift' else None, salt='k')
+    assert result.skipped == [] and len(result.written) == 1
+    ds, original = pydicom.dcmread(result.written[0]), pydicom.dcmread(folder / 'in' / 'planted.dcm')
     assert len(tags) > 600
     wrong = []
     for where, got, before in [('top', ds, original), ('nested', ds[NEST].value[0], original[NEST].value[0])]:
@@ -171,8 +172,8 @@ def test_pydicom_test_files(tmp_path):
     for f in (CT, MR): shutil.copy(f, src)
     result = anonymize(src, tmp_path / 'out', salt='s')
     assert result.counts == dict(written=2, skipped=0, flagged=0, patients=2, uids=9)
-    for f in (CT, MR):
-        before, after = pydicom.dcmread(f), pydicom.dcmread(tmp_path / 'out' / Path(f).name)
+    for out, f in result.sources.items():   # output files are named by their new UIDs
+        before, after = pydicom.dcmread(f), pydicom.dcmread(out)
         assert profile_violations(after) == []
         assert leaks(after, identifying_values(before)) == []
         assert not any(e.tag.is_private for e in after.iterall())
@@ -190,8 +191,7 @@ def test_instance_uids_the_table_leaves_out_are_replaced_consistently(tmp_path):
     ds.SOPClassesInStudy, ds.CodingSchemeUID = [ds.SOPClassUID], '2.16.840.1.113883.6.96'   # defined UIDs: kept
     (tmp_path / 'in').mkdir()
     ds.save_as(tmp_path / 'in' / 'ct.dcm')
-    anonymize(tmp_path / 'in', tmp_path / 'out')
-    out = pydicom.dcmread(tmp_path / 'out' / 'ct.dcm')
+    out = pydicom.dcmread(anonymize(tmp_path / 'in', tmp_path / 'out').written[0])
     assert profile_rule(0x00200242) is None and profile_rule(0x00209312) is None
     assert (out.SOPInstanceUIDOfConcatenationSource, out.VolumeFrameOfReferenceUID) == (out.SOPInstanceUID, out.FrameOfReferenceUID)
     assert out.SOPInstanceUID != ds.SOPInstanceUID
@@ -204,12 +204,14 @@ def test_burned_in_report_flags_ultrasound_and_secondary_capture(tmp_path):
     for name, changes in [('us.dcm', dict(Modality='US')), ('sc.dcm', dict(Modality='OT', SOPClassUID='1.2.840.10008.5.1.4.1.1.7')),
                           ('yes.dcm', dict(BurnedInAnnotation='YES')), ('ct.dcm', {})]:
         ds = pydicom.dcmread(CT)
+        ds.SOPInstanceUID = f'{ds.SOPInstanceUID}.{len(name)}{name[0]}'   # four instances (one UID twice is one instance, written once)
         for k, v in changes.items(): setattr(ds, k, v)
         ds.save_as(src / name)
     result = anonymize(src, tmp_path / 'out')
     rows = result.report.read_text().splitlines()
     assert result.flagged == 3 and rows[0] == 'file,modality,sop_class,burned_in_annotation,reason'
-    assert sorted(r.split(',')[0] for r in rows[1:]) == ['sc.dcm', 'us.dcm', 'yes.dcm']
+    named = {out.relative_to(tmp_path / 'out').as_posix(): src.name for out, src in result.sources.items()}   # outputs: new UIDs
+    assert sorted(named[r.split(',')[0]] for r in rows[1:]) == ['sc.dcm', 'us.dcm', 'yes.dcm']
     assert any('Secondary Capture SOP class' in r for r in rows) and any('modality US' in r for r in rows)
 
 
@@ -248,7 +250,7 @@ def test_real_series_keeps_nothing_identifying_and_pixels_exactly(real):
     result = runs['basic']
     assert result.counts == dict(written=196, skipped=0, flagged=0, patients=1, uids=199)
     for out in result.written:
-        before, after = pydicom.dcmread(src / out.name), pydicom.dcmread(out)
+        before, after = pydicom.dcmread(result.sources[out]), pydicom.dcmread(out)
         assert profile_violations(after) == [], out
         assert leaks(after, identifying_values(before)) == [], out
         assert after.PixelData == before.PixelData
@@ -278,7 +280,7 @@ def test_same_salt_gives_same_uids_and_another_salt_others(real):
 def test_dates_shift_by_the_given_days(real):
     src, _, runs, _, _ = real
     for out in runs['shift'].written[:5]:
-        before, after = pydicom.dcmread(src / out.name), pydicom.dcmread(out)
+        before, after = pydicom.dcmread(runs['shift'].sources[out]), pydicom.dcmread(out)
         for key in ('StudyDate', 'SeriesDate', 'AcquisitionDate', 'ContentDate'):
             expected = datetime.strptime(str(before[key].value), '%Y%m%d') - timedelta(days=30)
             assert after[key].value == expected.strftime('%Y%m%d'), key
@@ -302,7 +304,8 @@ def test_mapping_is_written_only_when_asked(real):
     assert rows[0] == ['kind', 'old', 'new'] and ['PatientID', 'FRUIT', out.PatientID] in rows
     kinds = {r[0] for r in rows[1:]}
     assert {'PatientID', 'StudyInstanceUID', 'SeriesInstanceUID', 'SOPInstanceUID', 'FrameOfReferenceUID'} <= kinds
-    assert len(rows) == 1 + 1 + 199
+    assert len(rows) == 1 + 1 + 199 + 196   # and a File row per input: where it went, for the user's audit
+    assert sorted(Path(r[1]).name for r in rows if r[0] == 'File') == sorted(p.name for p in shared_data(*REAL).glob('*.dcm'))
     assert [r for r in rows if r[0] == 'SeriesInstanceUID'][0][2] == out.SeriesInstanceUID
     for name in ('again', 'other', 'shift'):
         assert runs[name].mapping is None
