@@ -65,7 +65,7 @@ MEASURE = {'seg2d': ('dice', 'dice'), 'seg3d': ('dice', 'dice'), 'cls2d': ('bacc
 SEED = 0  # the training seed of every system (--seed); the data are always generated with seed 0
 SYSTEMS = ('medlab_api', 'medlab_defaults', 'medlab_papermill', 'monai', 'gandlf')
 GANDLF_VENV = WORK / 'gandlf-venv'
-GANDLF_CONFIGS = HERE / 'gandlf_configs'  # copies of /work/shared/bench/gandlf_*.yaml (GaNDLF 0.1.5 configs that train)
+GANDLF_CONFIGS = HERE / 'gandlf_configs'  # copies of ../shared/bench/gandlf_*.yaml (relative to the project) (GaNDLF 0.1.5 configs that train)
 GANDLF_BASE = {}  # workload -> the shared GaNDLF config it starts from, when not its own name (scaling.py adds its sizes)
 # GaNDLF's own validation figure kept as `own_<m>` (not comparable: see README); the cls2d column is checked below
 GANDLF_OWN = {'seg2d': 'val_dice', 'seg3d': 'val_dice', 'cls2d': 'val_balanced_accuracy'}

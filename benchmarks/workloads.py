@@ -1,4 +1,4 @@
-"""Seeded synthetic workloads for the benchmarks (see /work/shared/bench/README.md).
+"""Seeded synthetic workloads for the benchmarks (see ../shared/bench/README.md, relative to the project).
 
 seg2d: 40 subjects, 256x256 float32, 3-6 bright ellipses on a smooth noisy background; split 25/7/8.
 seg3d: 16 subjects, 96^3, 2-5 bright ellipsoids; split 9/3/4.

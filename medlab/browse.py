@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,8 @@ from .io import read_info, squeeze_info, voxel_values
 from .utils import is_interactive
 
 # %% auto #0
-__all__ = ['label_values', 'data_model', 'manifest_subjects', 'subject_table', 'data_browser', 'browse_data']
+__all__ = ['label_values', 'data_model', 'manifest_subjects', 'subject_table', 'data_browser', 'browse_data', 'DataView',
+           'data_view']
 
 # %% ../nbs/12b_browse.ipynb #64ca07dd
 def label_values(path: str | Path) -> list[int | float]:
@@ -165,3 +167,24 @@ def browse_data(data_csv: str | Path | dict | None = None,       # the manifest 
     from medlab.viewer import show_image
     shown = next((s for s, ok in zip(subjects, table.ok) if ok), None)
     if shown is not None: show_image(shown.channels[0], shown.label, shown.subject_id, class_names)
+
+# %% ../nbs/12b_browse.ipynb #de43d6f0
+class DataView(NamedTuple):
+    widget: object                  # the data browser, or a line saying why there is none
+    problem: str | None             # why the manifest cannot be read; None when it was
+    table: pd.DataFrame | None      # `subject_table`'s table when it was read
+
+def data_view(config: MedlabConfig,                      # whose data_csv is read and checked against its model
+              class_names: dict | list | None = None     # legend names of mask values
+             ) -> DataView:
+    "The data browser of `config`'s manifest; when the manifest cannot be read, a line that says why instead of an error."
+    import html
+    import ipywidgets as widgets
+    from medlab.errors import user_message
+    try:
+        table = subject_table(config=config)
+        subjects, _ = manifest_subjects(config.data_csv)
+    except Exception as e:   # a panel part reports: medlab's own message, or what a bug raised
+        text = user_message(e) or f'unexpected {type(e).__name__}: {e} (a bug in medlab?)'
+        return DataView(widgets.HTML(f'<span style="color:#b00">{html.escape(text)}</span>'), text, None)
+    return DataView(data_browser(table, subjects, class_names), None, table)

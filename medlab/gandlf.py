@@ -13,8 +13,8 @@ import warnings
 from . import catalog
 
 # %% auto #0
-__all__ = ['IGNORED', 'MODEL_IGNORED', 'PREPROCESSING_ALIASES', 'GaNDLFSpelling', 'IgnoredKey', 'read_class_list', 'read_metrics',
-           'read_loss', 'translate']
+__all__ = ['IGNORED', 'MODEL_IGNORED', 'PRECISIONS', 'PREPROCESSING_ALIASES', 'GaNDLFSpelling', 'IgnoredKey', 'read_class_list',
+           'read_metrics', 'read_loss', 'read_lightning', 'read_classifier_logits', 'translate']
 
 # %% ../nbs/01b_gandlf.ipynb #4726cebd
 class GaNDLFSpelling(UserWarning):
@@ -35,7 +35,6 @@ IGNORED = {
     'q_verbose': "GaNDLF's TorchIO queue printing; medlab's queue has nothing to print",
     'headers': 'an old GaNDLF key for CSV columns; medlab reads the columns by name (SubjectID, Channel_0.., Label, ValueToPredict)',
     'which_model': 'an old GaNDLF key superseded by model.architecture, which is the one read',
-    'auto_lr_find': 'medlab has no learning-rate finder; learning_rate is used as given',
     'n_nodes': 'medlab trains on one machine (several GPUs through torchrun)',
     'slide_level': 'slide-level options act in slide inference, which medlab does not have yet',
     'stride_size': 'slide-level options act in slide inference, which medlab does not have yet',
@@ -84,6 +83,51 @@ def read_loss(value) -> tuple[str, dict]:
         value, opts = next(iter(value.items()))
     else: opts = {}
     return (catalog.LOSSES.aliases.get(value, value) if isinstance(value, str) else value), dict(opts or {})
+
+# %% ../nbs/01b_gandlf.ipynb #4b004d8f
+PRECISIONS = {'32': '32', '32-true': '32', '16': '16', '16-mixed': '16', '16-true': '16',
+              'bf16': 'bf16', 'bf16-mixed': 'bf16', 'bf16-true': 'bf16'}  # Lightning's spellings -> medlab's
+
+def read_lightning(raw: dict,        # the raw config, changed in place
+                   notes: list,      # spelling notes, appended to
+                   ignored: list     # dropped keys with why, appended to
+                  ):
+    "GaNDLF 0.1.5's Lightning `precision` in medlab's spelling, and its `strategy` dropped with what medlab does instead."
+    if 'precision' in raw and not isinstance(raw['precision'], bool):
+        given = raw['precision']
+        text = str(given).lower()
+        if text in ('64', '64-true', 'double'):
+            raw['precision'] = '32'
+            ignored.append(f'precision {given}: medlab computes in float32 at most (its networks and losses are float32); '
+                           'this run trains at precision 32')
+        elif text in PRECISIONS:
+            raw['precision'] = PRECISIONS[text]
+            if text != PRECISIONS[text]: notes.append(f'precision: {given} read as {PRECISIONS[text]}'
+                                                      + (' (mixed: float32 weights)' if text.endswith('-true') and text != '32-true' else ''))
+    if 'strategy' in raw:
+        given = raw.pop('strategy')
+        if given in (None, 'auto', 'ddp'):
+            ignored.append('strategy: medlab trains in one process, or with DDP (one process per GPU) when torchrun starts it '
+                           'with devices > 1; auto and ddp both mean that here')
+        else:
+            ignored.append(f'strategy {given}: medlab spreads a run over GPUs with DDP only (each GPU holds the whole model), '
+                           'under torchrun with devices > 1')
+
+# %% ../nbs/01b_gandlf.ipynb #69bbcc5a
+def read_classifier_logits(raw: dict,    # the raw config after the model block and loss were read (changed in place)
+                           given,        # `model.final_layer` as written, for the note
+                           notes: list   # spelling notes; a note on final_layer is replaced by this one
+                          ):
+    "`model.final_layer: none` of a classification config read as `softmax` (cross-entropy on logits, softmax probabilities)."
+    model = raw.get('model')
+    if not (isinstance(model, dict) and model.get('final_layer') == 'none'): return
+    try: task = catalog.task_name(model.get('architecture', 'unet'), raw.get('loss_function', 'dcce'))
+    except (KeyError, ValueError, TypeError): return  # a misspelt name: the typed config names it
+    if task != 'classification': return
+    model['final_layer'] = 'softmax'
+    notes[:] = [n for n in notes if not n.startswith('model.final_layer:')]
+    notes.append(f"model.final_layer: {given} read as softmax for this classification run: its logits train with "
+                 "cross-entropy as in GaNDLF, and its probabilities come from a softmax (their arg max is GaNDLF's decision)")
 
 # %% ../nbs/01b_gandlf.ipynb #9221da87
 _FINAL_LAYERS = {'none': 'none', 'identity': 'none', 'logits': 'none', 'regression': 'none', 'logsoftmax': 'softmax'}
@@ -148,6 +192,7 @@ PREPROCESSING_ALIASES = {'resize': 'resize_image', 'resize_images': 'resize_imag
 def translate(raw: dict) -> tuple[dict, list[str], list[str], list[str]]:
     "A raw config in medlab's spelling; and the notes, ignored keys and problems met on the way."
     raw, notes, ignored, problems = copy.deepcopy(raw), [], [], []
+    final_layer_given = raw['model'].get('final_layer') if isinstance(raw.get('model'), dict) else None
     _rename(raw, 'opt', 'optimizer', '', notes)
     _rename(raw, 'save_masks', 'save_output', '', notes)
     if 'enable_padding' in raw:
@@ -177,6 +222,8 @@ def translate(raw: dict) -> tuple[dict, list[str], list[str], list[str]]:
             raw['loss_function'], options = read_loss(raw['loss_function'])
             if options: raw['loss_options'] = {**options, **raw.get('loss_options', {})}
         except ValueError as e: problems.append(str(e))
+    read_classifier_logits(raw, final_layer_given, notes)
+    read_lightning(raw, notes, ignored)
     for key, registry in (('optimizer', catalog.OPTIMIZERS), ('scheduler', catalog.SCHEDULERS)):
         block = raw.get(key)
         if isinstance(block, str): block = raw[key] = {'type': block}

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 import json
+import re
 import sys
 import threading
 import time
@@ -28,10 +30,11 @@ from .config import ConfigError, MedlabConfig, format_errors, load_config
 from .utils import is_interactive, write_text_atomic
 
 # %% auto #0
-__all__ = ['GROUPS', 'manifest_task', 'fits_task', 'parse_ints', 'resolve_path', 'Control', 'field_control', 'Panel',
-           'field_group', 'config_controls', 'progress_line', 'ConfigPanel', 'show_result', 'config_panel',
-           'parameter_value', 'parameter_control', 'ParameterPanel', 'show_inference', 'infer_panel', 'show_kfold',
-           'kfold_panel', 'show_cam', 'cam_panel', 'show_export', 'export_panel', 'show_prepared', 'prepare_panel']
+__all__ = ['LABELS', 'PARAMETER_LABELS', 'GROUPS', 'manifest_task', 'fits_task', 'field_label', 'parse_ints', 'resolve_path',
+           'Control', 'field_control', 'Panel', 'field_group', 'config_controls', 'DataParts', 'progress_line',
+           'ConfigPanel', 'show_result', 'config_panel', 'parameter_value', 'parameter_control', 'ParameterPanel',
+           'show_inference', 'infer_panel', 'show_kfold', 'kfold_panel', 'show_cam', 'cam_panel', 'show_export',
+           'export_panel', 'show_prepared', 'prepare_panel']
 
 # %% ../nbs/12_widgets.ipynb #16c7b652
 def _optional(annotation) -> tuple[object, bool]:
@@ -94,6 +97,60 @@ def fits_task(registry: str, name: str, task: str | None) -> bool:
     if registry == 'ARCHITECTURES': return (info.task == catalog.SEG) == (task == catalog.SEG)
     return task in info.tasks
 
+# %% ../nbs/12_widgets.ipynb #3447b716
+LABELS = {  # config key -> the words beside its control (written from the field's description)
+    'data_csv': 'data CSV', 'output_dir': 'run folder', 'modality': 'modality', 'patch_sampler.type': 'patch sampler',
+    'patch_sampler.enable_padding': 'pad before sampling', 'patch_sampler.padding_mode': 'padding mode',
+    'patch_sampler.biased_sampling': 'favour rare classes', 'patch_sampler.label_probabilities': 'class probabilities',
+    'q_samples_per_volume': 'patches per volume', 'q_max_length': 'shuffling queue', 'q_num_workers': 'loader processes',
+    'in_memory': 'keep volumes in memory', 'data_preprocessing': 'pre-processing settings', 'data_preprocessing.use': 'pre-processing',
+    'data_postprocessing': 'post-processing settings', 'data_postprocessing.use': 'post-processing (probabilities)',
+    'data_postprocessing_after_reverse_one_hot_encoding': 'label map settings',
+    'data_postprocessing_after_reverse_one_hot_encoding.use': 'post-processing (label map)',
+    'inference_mechanism.grid_aggregator_overlap': 'overlap blending', 'inference_mechanism.patch_overlap': 'patch overlap',
+    'save_output': 'save validation predictions', 'save_training': 'save training predictions',
+    'model.dimension': 'dimension', 'model.architecture': 'architecture', 'model.num_channels': 'input channels',
+    'model.class_list': 'classes', 'model.base_filters': 'base filters', 'model.final_layer': 'final layer',
+    'model.sigmoid_input_multiplier': 'sigmoid multiplier', 'model.norm_type': 'normalisation', 'model.amp': 'mixed precision (GPU)',
+    'model.print_summary': 'print the network', 'model.save_at_every_epoch': 'keep every epoch',
+    'model.ignore_label_validation': 'class left out of scores', 'patch_size': 'patch size', 'problem_type': 'problem type',
+    'num_epochs': 'epochs', 'batch_size': 'batch size', 'learning_rate': 'learning rate', 'patience': 'patience (epochs)',
+    'seed': 'seed', 'loss_function': 'loss', 'loss_options': 'loss options', 'weighted_loss': 'weigh classes',
+    'metrics': 'validation metrics', 'metric_options': 'metric options', 'optimizer.type': 'optimizer',
+    'optimizer.options': 'optimizer options', 'scheduler.type': 'learning-rate schedule', 'scheduler.options': 'schedule options',
+    'clip_grad': 'gradient clipping', 'clip_mode': 'clipping mode', 'scaling_factor': 'regression scaling',
+    'precision': 'floating point precision', 'accelerator': 'accelerator', 'devices': 'GPUs', 'determinism': 'deterministic kernels',
+    'verbose': 'a line per epoch', 'data_augmentation': 'augmentation settings', 'data_augmentation.use': 'augmentations',
+    'data_augmentation.default_probability': 'default probability', 'nested_training.testing': 'testing folds',
+    'nested_training.validation': 'validation folds', 'nested_training.stratified': 'stratified folds',
+    'export.enabled': 'export after training', 'export.formats': 'export formats', 'export.precision': 'export precisions',
+    'version': 'GaNDLF version', 'slide_mpp': 'slide microns per pixel', 'auto_batch_size_find': 'find the batch size',
+    'auto_lr_find': 'find the learning rate',
+}
+
+PARAMETER_LABELS = {  # template parameter -> the words beside its control
+    'config': 'YAML config', 'run': 'run folder', 'runs': 'run folder(s)', 'data_csv': 'data CSV', 'output_dir': 'output folder',
+    'dicom_dir': 'DICOM folder', 'package_dir': 'package folder', 'bundle_dir': 'MONAI bundle folder', 'fusion': 'fusion of runs',
+    'testing': 'outer folds', 'validation': 'inner folds', 'executor': 'executor', 'workers': 'folds at once',
+    'scheduler': 'Dask scheduler', 'methods': 'CAM methods', 'target': 'target class', 'layer': 'layer', 'formats': 'formats',
+    'precision': 'precisions', 'anonymize': 'de-identify', 'keep_dates': 'keep dates', 'shift_days': 'shift dates (days)',
+    'mapping': 'identifier table', 'slide': 'slide file', 'labels': 'label mask', 'mpp': 'microns per pixel',
+    'slide_mpp': 'slide microns per pixel', 'max_patches': 'most patches',
+}
+
+def field_label(key: str,              # a config key (`model.architecture`) or a template parameter
+                description: str = '', # the field's description (or the parameter's docments)
+                parameter: bool = False # a template parameter (`PARAMETER_LABELS`) rather than a config key (`LABELS`)
+               ) -> str:
+    "The short words shown beside `key`'s control: from the table, else the description's first words, else the key spelt out."
+    known = (PARAMETER_LABELS if parameter else LABELS).get(key)
+    if known: return known
+    first = re.split(r'[:;,(]', description or '')[0]
+    words = first.split()
+    names_a_value = len(words) == 1 and (description or '')[len(first):].startswith(':')   # 'histo: 2D RGB patches' describes a value
+    if 0 < len(words) <= 5 and not names_a_value: return ' '.join(words)
+    return key.split('.')[-1].replace('_', ' ')
+
 # %% ../nbs/12_widgets.ipynb #363b6460
 _HELP = '<span style="color:#777;font-size:0.85em;line-height:1.3">{}</span>'
 _LABEL = {'style': {'description_width': '250px'}, 'layout': widgets.Layout(width='520px')}
@@ -135,35 +192,54 @@ def resolve_path(text: str, base: str | Path) -> str:
     p = Path(str(text).strip()).expanduser()
     return str(p if p.is_absolute() else (Path(base) / p).resolve())
 
+_OUTPUTS = ('output_dir', 'package_dir', 'bundle_dir')   # paths the work writes: not being there yet is no problem
+
 def _path_kind(model: type | None, name: str) -> str | None:
     "'file' or 'folder' for a field or parameter that holds a path (by its `json_schema_extra` or its name), else None."
     field = model.model_fields.get(name) if model is not None else None
     extra = getattr(field, 'json_schema_extra', None)
     if isinstance(extra, dict) and extra.get('path'): return extra['path']
-    if name.endswith(('_csv', '_file', '_path')) or name == 'config' or getattr(model, '__name__', '') == 'DataFilesConfig': return 'file'
+    if name.endswith(('_csv', '_file', '_path')) or name == 'config' or (model is None and name in ('slide', 'labels')) or getattr(model, '__name__', '') == 'DataFilesConfig': return 'file'
     if name.endswith('_dir') or name in ('run', 'runs'): return 'folder'
     return None
 
 class Control:
     "One key's widget, the row that shows it with its help, and how its value becomes a config value (`parse`) and back (`show`)."
     def __init__(self, key: str, widget: widgets.Widget, help: str = '', parse: Callable | None = None,
-                 show: Callable | None = None, path: str | None = None, registry: str | None = None):
-        self.key, self.widget, self.registry, self.path, self.base = key, widget, registry, path, None
+                 show: Callable | None = None, path: str | None = None, registry: str | None = None,
+                 output: bool = False):   # a path the work writes (not there yet is fine), not one it reads
+        self.key, self.widget, self.registry, self.path, self.base, self.output = key, widget, registry, path, None, output
         self.parse, self.show = parse or (lambda v: v), show or (lambda v: v)
         self.help = widgets.HTML(_HELP.format(html.escape(help or '')), layout=widgets.Layout(margin='0 0 0 12px', flex='1'))
-        widget.tooltip = help or None
+        self.label, tip = widget.description, f'{key}: {help}' if help else key   # the label is a few words; the key is in the tooltip
+        widget.tooltip = tip
+        if self.label:  # ipywidgets 8 shows no tooltip for a described text box or checkbox: the label carries it
+            widget.description = f'<span title="{html.escape(tip)}">{html.escape(self.label)}</span>'
+            widget.description_allow_html = True
+        widget.add_class(f'medlab-key-{key}')                 # what a browser test finds the control by
         if hasattr(widget, 'continuous_update'): widget.continuous_update = False  # typed text is applied on Enter or on leaving the box
         self.where = widgets.HTML(layout=widgets.Layout(margin='0 0 0 254px')) if path else None
+        self.note = widgets.HTML(layout=widgets.Layout(margin='0 0 0 254px'))   # what is wrong with the value (`warn`)
+        self.note.add_class('medlab-note')
         self.chooser_box = widgets.VBox(layout=widgets.Layout(margin='0 0 0 254px'))
         line = [widget]
         if path:
             self.browse = widgets.Button(icon='folder-open', tooltip=f'choose a {path}', layout=widgets.Layout(width='36px'))
             self.browse.on_click(lambda _: self.toggle_chooser())
             line.append(self.browse)
+        under = [*([self.where] if path else []), self.note, *([self.chooser_box] if path else [])]
         if widget.layout.width == '760px':  # a wide box: its help goes under it
             self.help.layout.margin = '0 0 4px 254px'
-            self.row = widgets.VBox([widgets.HBox(line), self.help, *([self.where, self.chooser_box] if path else [])])
-        else: self.row = widgets.VBox([widgets.HBox([*line, self.help]), *([self.where, self.chooser_box] if path else [])])
+            self.row = widgets.VBox([widgets.HBox(line), self.help, *under])
+        else: self.row = widgets.VBox([widgets.HBox([*line, self.help]), *under])
+        self.row.add_class(f'medlab-row-{key}')
+
+    def warn(self, text: str | None,   # what is wrong (or, with `tone` info, worth knowing); None clears it
+             tone: str = 'error'):     # error: red, with a red border; info: grey
+        "Say `text` under the box."
+        colour = '#b00' if tone == 'error' else '#777'
+        self.note.value = f'<span style="color:{colour};font-size:0.85em">{html.escape(text)}</span>' if text else ''
+        self.widget.layout.border = '1px solid #b00' if text and tone == 'error' else None
 
     @property
     def value(self): return self.parse(self.widget.value)
@@ -175,21 +251,24 @@ class Control:
             self.widget.options = [*self.widget.options, (str(shown), shown)]
         self.widget.value = shown
 
-    def resolved(self, base: str | Path):
-        "Show where the path in the box points, and whether it is there."
-        if self.where is None: return
+    def resolved(self, base: str | Path) -> list[Path]:
+        "Show where the path in the box points and whether it is there; the inputs that are not (red, the box bordered)."
+        if self.where is None: return []
         text = str(self.widget.value).strip()
-        if not text: self.where.value = ''; return
+        if not text: self.where.value = ''; return []
         parts = [p.strip() for p in text.split(',')] if ',' in text else [text]
-        lines = []
+        lines, missing = [], []
         for p in parts:
             full = Path(resolve_path(p, base))
-            state = ('found' if full.exists() else 'not found') if self.path == 'file' else \
-                    ('exists' if full.is_dir() else 'not there yet')
+            there = full.is_dir() if self.path == 'folder' else full.exists()
+            state = ('found' if self.path == 'file' else 'exists') if there else 'not there yet' if self.output else 'not found'
+            if state == 'not found': missing.append(full)
             colour = '#b00' if state == 'not found' else '#777'
             where = '' if str(full) == p else f'&rarr; <code>{html.escape(str(full))}</code> '   # the box shows it resolved already
             lines.append(f'{where}<span style="color:{colour}">({state})</span>')
         self.where.value = '<span style="font-size:0.85em">' + '<br>'.join(lines) + '</span>'
+        self.widget.layout.border = '1px solid #b00' if missing else None
+        return missing
 
     def toggle_chooser(self, base: str | Path | None = None):
         "Open (or close) a file chooser under the box; choosing a file or folder puts its path in the box."
@@ -202,7 +281,7 @@ class Control:
         start = Path(resolve_path(str(self.widget.value).split(',')[0], base) or base)
         folder = start if start.is_dir() else start.parent if start.parent.is_dir() else Path.cwd()
         chooser = FileChooser(str(folder), filename='' if start.is_dir() else start.name, show_only_dirs=self.path == 'folder',
-                              filter_pattern=['*.csv', '*.yaml', '*.yml'] if self.path == 'file' else None, select_default=True)
+                              filter_pattern=['*.csv', '*.yaml', '*.yml'] if self.key.endswith(('csv', 'config')) else None, select_default=True)
         def chosen(fc):
             self.widget.value = fc.selected_path if self.path == 'folder' else fc.selected
             self.chooser_box.children = ()
@@ -217,7 +296,8 @@ def field_control(model: type[BaseModel],   # the config model that has the fiel
     "The control that fits field `name` of `model`, showing `value`."
     key, field = key or name, model.model_fields[name]
     annotation, optional = _optional(field.annotation)
-    label, desc = dict(description=key, **_LABEL), field.description or ''
+    desc = field.description or ''
+    label = dict(description=field_label(key, desc), **_LABEL)
     if (choices := _choices(model, name)) is not None:
         options = [('—' if c is None else str(c), c) for c in choices]
         c = Control(key, widgets.Dropdown(options=options, **label), desc, registry=_registry(field.metadata))
@@ -235,7 +315,8 @@ def field_control(model: type[BaseModel],   # the config model that has the fiel
                     show=lambda v: '' if v is None else str(v))
     elif (kind := _path_kind(model, name)) and not isinstance(value, (dict, BaseModel)):
         c = Control(key, widgets.Text(placeholder=f'a {kind} (relative: to the YAML\'s folder)', **{**label, 'layout': widgets.Layout(width='760px')}),
-                    desc, parse=lambda t: t.strip() or None, show=lambda v: '' if v is None else str(v), path=kind)
+                    desc, parse=lambda t: t.strip() or None, show=lambda v: '' if v is None else str(v), path=kind,
+                    output=name in _OUTPUTS)
     elif annotation == list[int]:
         c = Control(key, widgets.Text(**label), desc, parse=lambda t: parse_ints(t, key), show=lambda v: ', '.join(map(str, v)))
     elif typing.get_origin(annotation) is list and not isinstance(value, dict):
@@ -416,13 +497,13 @@ def _named_blocks() -> dict[str, dict]:
 def _transform_controls(name: str, value: dict, key: str) -> list[Control]:
     "For a mapping of transforms: a multi-select of the names it uses (and the default probability of augmentations)."
     names = sorted(_named_blocks()[name])
-    use = Control(f'{key}.use', widgets.SelectMultiple(options=names, rows=min(8, len(names)), description=f'{key}.use', **_LABEL),
+    use = Control(f'{key}.use', widgets.SelectMultiple(options=names, rows=min(8, len(names)), description=field_label(f'{key}.use'), **_LABEL),
                   'the transforms to apply (each with its default settings; change them in the YAML box below)', parse=list,
                   show=lambda v: tuple(v))
     use.named = (name, 'use')
     out = [use]
     if name == 'data_augmentation':
-        p = Control(f'{key}.default_probability', widgets.BoundedFloatText(min=0, max=1, step=0.05, description=f'{key}.default_probability', **_LABEL),
+        p = Control(f'{key}.default_probability', widgets.BoundedFloatText(min=0, max=1, step=0.05, description=field_label(f'{key}.default_probability'), **_LABEL),
                     'probability of each augmentation that sets none of its own')
         p.named = (name, 'default_probability')
         out.append(p)
@@ -438,7 +519,7 @@ def config_controls(model: type[BaseModel], name: str, value, key: str | None = 
     out = [c for sub in block.model_fields for c in config_controls(block, sub, getattr(value, sub), f'{key}.{sub}')]
     if block.model_config.get('extra') == 'allow':
         registry = getattr(block, '_registry', '')
-        c = Control(f'{key}.options', widgets.Textarea(rows=2, description=f'{key}.options', **{**_LABEL, 'layout': widgets.Layout(width='760px')}),
+        c = Control(f'{key}.options', widgets.Textarea(rows=2, description=field_label(f'{key}.options'), **{**_LABEL, 'layout': widgets.Layout(width='760px')}),
                     f'options of the chosen {key} type (their names and defaults: medlab.catalog.{registry})',
                     parse=lambda t: _parse_yaml(t, f'{key}.options') or {},
                     show=lambda v: yaml.safe_dump(v, default_flow_style=True).strip() if v else '')
@@ -446,6 +527,57 @@ def config_controls(model: type[BaseModel], name: str, value, key: str | None = 
         c.set(value.model_extra or {})
         out.append(c)
     return out
+
+# %% ../nbs/12_widgets.ipynb #1ff46e9d
+def _data_inputs(cfg: MedlabConfig) -> str:
+    "What the data check reads from `cfg`: while none of it changes, the check's answer holds."
+    m = cfg.model
+    return json.dumps([cfg.model_dump(mode='json')['data_csv'], m.dimension, m.num_channels, m.class_list, cfg.loss_function,
+                       cfg.metrics, sorted(cfg.data_preprocessing)], default=str)
+
+class DataParts:
+    "The training panel's parts that read the data: the subjects tab, the manifest's problem under the `data_csv` field, the augmentation preview."
+    def __init__(self, cfg: MedlabConfig,   # the panel's config (edited in place by the panel)
+                 field: Control):           # the data_csv control, where a problem is said
+        self.cfg, self.field, self.checked, self.problem, self.table = cfg, field, None, None, None
+        again = widgets.Button(description='Read again', icon='refresh', tooltip='read the manifest and its files again')
+        again.on_click(lambda _: self.check(force=True))
+        self.view = widgets.VBox()
+        self.tab = widgets.VBox([again, self.view])
+        self.tab.add_class('medlab-subjects')
+        button = widgets.Button(description='Preview', icon='eye', tooltip='a training patch beside one example of each augmentation')
+        button.on_click(lambda _: self.preview())
+        self.preview_note = widgets.HTML()
+        self.preview_image = widgets.Image(format='png', layout=widgets.Layout(display='none', max_width='900px'))
+        self.preview_box = widgets.VBox([widgets.HBox([button, self.preview_note]), self.preview_image])
+
+    def check(self, force: bool = False) -> str | None:
+        "Read the manifest as training will (when what the check reads changed, or `force`); the problem said by the field, or None."
+        key = _data_inputs(self.cfg)
+        if force or key != self.checked:
+            from medlab.browse import data_view   # the browser reads images: imported when a panel first reads data
+            view = data_view(self.cfg)
+            self.checked, self.problem, self.table = key, view.problem, view.table
+            self.view.children = (view.widget,)
+        if self.problem: self.field.warn(self.problem)
+        else:
+            bad = int((~self.table.ok).sum())
+            self.field.warn(f'{len(self.table)} subject(s), {bad} with problems: see the subjects tab', 'error' if bad else 'info')
+        return self.problem
+
+    def preview(self):
+        "Show a training patch beside one example of each augmentation, or say why there is none."
+        def say(text: str, tone: str = 'error'):
+            self.preview_note.value = _HELP.format(html.escape(text)) if tone == 'info' else f'<span style="color:#b00">{html.escape(text)}</span>'
+        if not self.cfg.augmentations: return say('no augmentations chosen: pick some above, then Preview', 'info')
+        if self.check(): return say(f'no preview: {self.problem}')
+        from medlab.augmentation import preview_augmentations   # torch and MONAI: imported when a preview is asked for
+        try: figure = preview_augmentations(self.cfg)
+        except Exception as e: return say(_message(e) or f'unexpected {type(e).__name__}: {e}')
+        png = io.BytesIO()
+        figure.savefig(png, format='png', dpi=90)
+        self.preview_image.value, self.preview_image.layout.display = png.getvalue(), None
+        say('the first training subject: a patch, then each augmentation applied to it', 'info')
 
 # %% ../nbs/12_widgets.ipynb #9e03845c
 def _replace(cfg: BaseModel, data: dict):
@@ -489,13 +621,20 @@ class ConfigPanel(Panel):
                 controls[c.key] = c
                 self.groups.setdefault(field_group(name, fields[name]), []).append(c.key)
         self.groups = {g: self.groups[g] for g in [*GROUPS, 'more', *self.groups] if g in self.groups}
-        self.tabs = widgets.Tab(children=[widgets.VBox([controls[k].row for k in keys]) for keys in self.groups.values()],
-                                titles=list(self.groups))
+        self.data = DataParts(cfg, controls['data_csv'])
+        pages = {g: widgets.VBox([controls[k].row for k in keys] + ([self.data.preview_box] if g == 'augmentation' else []))
+                 for g, keys in self.groups.items()}
+        pages = {'data': pages.pop('data'), 'subjects': self.data.tab, **pages}   # the subjects beside the CSV that lists them
+        self.tabs = widgets.Tab(children=list(pages.values()), titles=list(pages))
         self.task_line = widgets.HTML()
-        body = widgets.VBox([self._yaml_row(), self.task_line, self.tabs])
+        self.yaml_box = widgets.Textarea(disabled=True, rows=16, layout=widgets.Layout(width='760px'))
+        self.yaml_box.add_class('medlab-yaml')
+        keys = widgets.Accordion(children=[self.yaml_box], titles=['YAML: the config with its keys, as Save writes it'], selected_index=None)
+        body = widgets.VBox([self._yaml_row(), keys, self.task_line, self.tabs])
         super().__init__(controls, self._train, body, is_interactive() if background is None else background, stoppable=True)
         for c in controls.values(): c.widget.observe(lambda change, c=c: self._changed(c), 'value')
         self._sync()
+        if cfg.augmentations and not self.data.problem: self.data.preview()
 
     def focus(self, text: str):
         "Mark the control that `text` names and bring its tab forward."
@@ -503,7 +642,8 @@ class ConfigPanel(Panel):
         named = [k for k in self.controls if k in text]
         if named:
             key = max(named, key=len)
-            self.tabs.selected_index = next(i for i, keys in enumerate(self.groups.values()) if key in keys)
+            group = next(g for g, keys in self.groups.items() if key in keys)
+            self.tabs.selected_index = list(self.tabs.titles).index(group)
 
     def _yaml_row(self) -> widgets.Widget:
         self.yaml_path = widgets.Text(value=str(self.source or ''), placeholder='config.yaml', description='YAML file',
@@ -533,15 +673,17 @@ class ConfigPanel(Panel):
         return getattr(node, last)
 
     def _sync(self):
-        "Show the config in every control (quietly: nothing is applied back)."
+        "Show the config in every control (quietly: nothing is applied back), and in the YAML box; read the data again if it changed."
         self._quiet = True
         try:
             self._refilter()
             for c in self.controls.values():
                 c.set(self.value_of(c.key))
                 c.base = self.base
-                c.resolved(self.base)
                 c.widget.layout.border = None
+                c.resolved(self.base)
+            self.yaml_box.value = self.yaml_text()
+            self.data.check()
         finally: self._quiet = False
 
     def _refilter(self):
@@ -605,19 +747,24 @@ class ConfigPanel(Panel):
         self._sync()
         self.say([f'loaded {path}'], 'done')
 
-    def save(self, path: str | Path | None = None) -> Path:
-        "Write the config to `path` (default: the YAML box) as YAML; paths under the YAML's folder are written relative to it."
-        path = Path(resolve_path(str(path or self.yaml_path.value), Path.cwd()))
-        if not str(path.name).endswith(('.yaml', '.yml')): raise ValueError(f'YAML file: {path} does not end in .yaml; give a file name such as config.yaml')
+    def yaml_text(self, folder: str | Path | None = None) -> str:
+        "The config as YAML, with the paths under `folder` (default: the YAML's folder) relative to it: what Save writes."
+        folder = Path(folder or self.base)
         data = self.cfg.model_dump(mode='json')
         for c in self.controls.values():
             if not c.path: continue
             parents = [data]
             for part in c.key.split('.')[:-1]: parents.append(parents[-1][part] if isinstance(parents[-1], dict) else None)
             node, last = parents[-1], c.key.split('.')[-1]
-            if isinstance(node, dict) and isinstance(node.get(last), str) and Path(node[last]).is_relative_to(path.parent):
-                node[last] = str(Path(node[last]).relative_to(path.parent))
-        write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+            if isinstance(node, dict) and isinstance(node.get(last), str) and Path(node[last]).is_relative_to(folder):
+                node[last] = str(Path(node[last]).relative_to(folder))
+        return yaml.safe_dump(data, sort_keys=False)
+
+    def save(self, path: str | Path | None = None) -> Path:
+        "Write the config to `path` (default: the YAML file box) as YAML; paths under the YAML's folder are written relative to it."
+        path = Path(resolve_path(str(path or self.yaml_path.value), Path.cwd()))
+        if not str(path.name).endswith(('.yaml', '.yml')): raise ValueError(f'YAML file: {path} does not end in .yaml; give a file name such as config.yaml')
+        write_text_atomic(path, self.yaml_text(path.parent))
         self.source, self.base = path, path.parent
         self.say([f'saved {path}'], 'done')
         return path
@@ -677,14 +824,14 @@ def parameter_value(w: widgets.Widget, old):
 
 def parameter_control(name: str, value, choices: list | None = None, help: str = '') -> Control:
     "A control for a template parameter called `name`, showing `value`."
-    label = dict(description=name, **_LABEL)
+    label = dict(description=field_label(name, help, parameter=True), **_LABEL)
     shown = lambda v: '' if v is None else ', '.join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
     if choices is not None: return Control(name, widgets.Dropdown(options=choices, value=value, **label), help)
     if isinstance(value, bool): return Control(name, widgets.Checkbox(value=value, **label), help)
     if isinstance(value, int): return Control(name, widgets.IntText(value=value, **label), help)
     path = _path_kind(None, name)
     w = widgets.Text(value=shown(value), **{**label, **({'layout': widgets.Layout(width='760px')} if path else {})})
-    return Control(name, w, help, parse=lambda _: parameter_value(w, value), show=shown, path=path)
+    return Control(name, w, help, parse=lambda _: parameter_value(w, value), show=shown, path=path, output=name in _OUTPUTS)
 
 def _docs(func: Callable) -> dict[str, str]:
     "A function's argument comments (docments), for help text."
@@ -757,8 +904,9 @@ def kfold_panel(config: str,                    # the base YAML
                 **values                        # data_csv, output_dir, executor, workers, scheduler, fusion
                ) -> ParameterPanel:
     "Show the k-fold panel (config, folds, data_csv, output_dir, executor, workers, ...) and return it."
-    from medlab.config import load_config
-    nested = load_config(config).nested_training
+    try: nested, problem = load_config(config).nested_training, None
+    except (OSError, ValueError, ConfigError) as e:   # the panel still appears, and says what is wrong under its config box
+        nested, problem = MedlabConfig().nested_training, _message(e) or str(e)
     testing, validation = testing or nested.testing, validation or nested.validation
     def run(config, testing, validation, **v):
         from medlab.crossval import kfold
@@ -769,6 +917,7 @@ def kfold_panel(config: str,                    # the base YAML
     help = {**_docs(kfold), 'testing': 'outer folds (test sets); 1: none', 'validation': 'inner folds (validation sets in each outer fold)'}
     panel = ParameterPanel({'config': config, 'testing': testing, 'validation': validation, **values}, run,
                            {'executor': ['local', 'dask'], 'fusion': ['mean', 'vote']}, help)
+    if problem: panel.controls['config'].warn(problem)
     display(panel.widget)
     return panel
 

@@ -5,7 +5,8 @@ shows every field of its data, model and training tabs, that a bad CSV path give
 Run trains in the background (Run disabled, the curve image redrawn each epoch), that Stop ends the run and Run
 resumes it to the edited number of epochs. Screenshots go to tests/_artefacts/. infer.ipynb and kfold.ipynb: the same machinery
 (`medlab.widgets.ParameterPanel`): edit the paths and folds in the panel, press Run, wait for the files and the
-results shown under the panel.
+results shown under the panel. Controls are found by their key (the class `medlab-key-KEY`): their labels are words.
+test_fresh_clone.py opens the train template where no data exists yet.
 
 Needs Debian's Chromium at /usr/bin/chromium and the Python `playwright` package (no `playwright install`):
     apt-get update && apt-get install -y chromium
@@ -36,7 +37,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 ARTEFACTS = REPO / 'tests' / '_artefacts'   # screenshots of the panel tests (git-ignored)
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
                  '--no-first-run', '--disable-sync', '--disable-dev-shm-usage']
-PANEL_LABELS = ['model.architecture', 'model.dimension', 'patch_size', 'num_epochs', 'learning_rate',
+PANEL_KEYS = ['model.architecture', 'model.dimension', 'patch_size', 'num_epochs', 'learning_rate',
                 'batch_size', 'data_csv', 'output_dir']
 
 if not CHROMIUM.exists():
@@ -104,7 +105,11 @@ def lab(tmp_path):
     for name in ('train', 'infer', 'kfold', 'cam', 'export', 'prepare'): shutil.copy(TEMPLATES / f'{name}.ipynb', work / f'{name}.ipynb')
     (work / 'configs' / 'seg2d_sample.yaml').write_text(YAML)   # the template's default `config` path
     medlab.make_sample_data(work / 'data', n_subjects=8, size=64)
+    with jupyterlab(work, tmp_path) as base: yield base, work
 
+@contextlib.contextmanager
+def jupyterlab(work: Path, tmp_path: Path):
+    "A fresh JupyterLab serving `work` with private settings; yields its base URL, then stops it and its kernels."
     home = tmp_path / 'jupyter'   # private config/data/runtime dirs: no user settings, workspaces or kernels leak in
     settings = home / 'config' / 'lab' / 'user-settings' / '@jupyterlab' / 'apputils-extension'
     settings.mkdir(parents=True)
@@ -129,7 +134,7 @@ def lab(tmp_path):
             try: return _get_json(f'{base}/api/status', timeout=2)
             except OSError: return None
         _wait(up, 60, 'JupyterLab to answer /api/status')
-        yield base, work
+        yield base
     finally:
         _stop(proc, base)
         log.close()
@@ -140,8 +145,12 @@ def _notebook_text(page) -> str:
     try: return page.locator('.jp-OutputArea').all_inner_texts().__repr__()[-4000:]
     except Exception as e: return f'(could not read outputs: {e})'
 
-def _control(page, label: str):
-    "The widget box whose description label is exactly `label`."
+def _control(page, key: str):
+    "The control of config key or template parameter `key` (its label is a few words; the key is its class and tooltip)."
+    return page.locator(f'[class~="medlab-key-{key}"]')
+
+def _labelled(page, label: str):
+    "The widget box whose description label is exactly `label` (the viewers' own controls)."
     return page.locator('.widget-inline-hbox').filter(
         has=page.locator('label.widget-label, label.widget-label-basic', has_text=re.compile(rf'^\s*{re.escape(label)}\s*$')))  # checkboxes: -basic
 
@@ -171,9 +180,9 @@ def _open_and_run_all(page, base: str, notebook: str):
     page.locator('#jp-MainMenu .lm-MenuBar-item').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
     page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
 
-def _set_text(page, label: str, value: str):
-    "Type `value` into the text control labelled `label` and leave it (ipywidgets syncs on change)."
-    box = _control(page, label).locator('input')
+def _set_text(page, key: str, value: str):
+    "Type `value` into the text control of `key` and leave it (ipywidgets syncs on change)."
+    box = _control(page, key).locator('input')
     box.fill(value); box.press('Enter'); box.blur()
     expect(box).to_have_value(value)
 
@@ -237,8 +246,8 @@ def test_train_template_panel_in_jupyterlab(lab, tmp_path):
         expect(arch).to_be_visible()
         options = {o.strip() for o in arch.locator('option').all_inner_texts()}
         assert {'unet', 'resunet'} <= options and not any(o.startswith(('resnet', 'vgg', 'densenet')) for o in options), options
-        for label in PANEL_LABELS:
-            expect(_control(page, label)).to_have_count(1)
+        for key in PANEL_KEYS:
+            expect(_control(page, key)).to_have_count(1)
         for group in ('data', 'model', 'training'):   # every field of these tabs is there and visible in its tab
             _tab(page, group)
             for key in groups[group]:
@@ -398,8 +407,8 @@ def test_cam_template_panel_in_jupyterlab(lab, tmp_path):
         import pandas as pd
         assert sorted(set(pd.read_csv(table).method)) == ['layercam', 'saliency']
         expect(page.locator('.medlab-output img')).to_have_count(1, timeout=60_000)   # both maps in one figure
-        expect(_control(page, 'opacity')).to_have_count(1)
-        expect(_control(page, 'subject').locator('select')).to_have_count(1)
+        expect(_labelled(page, 'opacity')).to_have_count(1)
+        expect(_labelled(page, 'subject').locator('select')).to_have_count(1)
 
 
 def test_export_template_panel_in_jupyterlab(lab, tmp_path):
