@@ -10,7 +10,7 @@ __all__ = []
 import importlib
 
 _NAMES = {
-    'infer_slide': 'slide_inference', 'histology_pipeline': 'slide_inference', 'show_histology': 'slide_inference', 'histology_panel': 'slide_inference',
+    'infer_slide': 'slide_inference', 'histology_pipeline': 'slide_inference', 'show_histology': 'slide_inference', 'histology_panel': 'widgets',
     'install_short_errors': 'errors', 'user_message': 'errors', 'last_traceback': 'errors', 'summary_slot': 'utils',
     'load_config': 'config', 'save_config': 'config', 'update_config': 'config', 'MedlabConfig': 'config',
     'ConfigError': 'config', 'DataError': 'data', 'make_sample_data': 'sample_data', 'train': 'training',
@@ -22,7 +22,7 @@ _NAMES = {
     'anonymize': 'dicom', 'dicom_to_nifti': 'dicom', 'DicomSeriesError': 'dicom',
     'construct_csv': 'prepare', 'split_csv': 'prepare', 'preprocess': 'prepare',
     'open_slide': 'slides', 'write_pyramid': 'slides', 'make_sample_slide': 'slides', 'tissue_mask': 'slides', 'deidentify_slide': 'slides', 'mine_patches': 'mining',
-    'preview_augmentations': 'augmentation', 'prepare_dicom': 'prepare', 'prepare_panel': 'widgets', 'show_prepared': 'widgets',
+    'preview_augmentations': 'previews', 'prepare_dicom': 'prepare', 'prepare_panel': 'widgets', 'show_prepared': 'widgets',
 }
 
 def __getattr__(name: str):

@@ -18,11 +18,11 @@ from monai.transforms import (Compose, MapTransform, RandAdjustContrastd, RandAf
 from monai.utils import convert_to_dst_type, convert_to_numpy, convert_to_tensor
 
 from .augmentation_settings import AUGMENTATION, augmentation_problems
-from .utils import Registry, atomic_path
+from .utils import Registry
 
 # %% auto #0
 __all__ = ['AUGMENTERS', 'SeededTorchIOd', 'Patches', 'RandRelativeNoised', 'RandColorJitterd', 'RandHEDJitterd',
-           'build_augmentation', 'preview_augmentations']
+           'build_augmentation']
 
 # %% ../nbs/08a_augmentation.ipynb #7ee50d17
 def _to_4d(x, flat: bool) -> torch.Tensor:
@@ -303,75 +303,3 @@ def build_augmentation(augmentations: dict,                                # `cf
                              f'got patch_size {list(patch_size)}')
     patches = Patches(dimension, tuple(patch_size), list(spatial_keys), num_channels)
     return Compose([t for name, s in augmentations.items() for t in AUGMENTERS[name](s, patches)])
-
-# %% ../nbs/08a_augmentation.ipynb #1adf8570
-def _first_training_subject(cfg, task):
-    "The first training subject of `cfg`'s split: the split `load_split` makes, without its check of every file."
-    from medlab.config import DataFilesConfig
-    from medlab.data import read_manifest
-    from medlab.split import nested_folds
-    if cfg.data_csv is None: raise ValueError('data_csv is not set: give the manifest CSV in the YAML, or a subject')
-    if isinstance(cfg.data_csv, DataFilesConfig): return read_manifest(cfg.data_csv.training)[0]
-    subjects = read_manifest(cfg.data_csv)
-    strata = task.strata(subjects) if cfg.nested_training.stratified else None
-    return nested_folds(subjects, cfg.nested_training, cfg.seed, strata)[0].split.training[0]
-
-def _training_patch(sample: dict, size: tuple[int, ...], per_voxel: bool) -> dict:
-    "A patch of `size` around the mask's centre of mass (the image's centre without one), padded where the image is smaller."
-    from monai.transforms import SpatialPadd
-    keys = ['image', 'label'] if per_voxel else ['image']
-    sample = SpatialPadd(keys, spatial_size=size)({k: sample[k] for k in keys})
-    shape = np.asarray(sample['image'].shape[1:])
-    fg = np.argwhere(convert_to_numpy(sample['label']).any(0)) if per_voxel else np.empty((0, len(size)))
-    centre = fg.mean(0).round().astype(int) if len(fg) else shape // 2
-    start = np.clip(centre - np.asarray(size) // 2, 0, shape - np.asarray(size))
-    crop = (slice(None), *(slice(a, a + n) for a, n in zip(start, size)))
-    return {k: convert_to_numpy(v)[crop] for k, v in sample.items()}
-
-def _plane(x: np.ndarray) -> np.ndarray:
-    "The 2D plane shown of a (C, x, y[, z]) patch: itself, or its middle z slice."
-    return x if x.ndim == 3 else x[..., x.shape[-1] // 2]
-
-def _draw(ax, sample: dict, title: str, window: tuple[float, float], rgb: bool):
-    image = _plane(convert_to_numpy(sample['image']).astype(np.float32))
-    if rgb: ax.imshow(np.clip(np.moveaxis(image, 0, -1).transpose(1, 0, 2) / (255 if window[1] > 1 else 1), 0, 1))
-    else: ax.imshow(image[0].T, cmap='gray', vmin=window[0], vmax=window[1])
-    if 'label' in sample:
-        label = _plane(convert_to_numpy(sample['label']))
-        classes = label[0] if label.shape[0] == 1 else (np.arange(1, len(label) + 1).reshape(-1, 1, 1) * (label > 0)).max(0)
-        ax.imshow(np.ma.masked_where(classes.T == 0, classes.T), cmap='tab10', vmin=0, vmax=9, alpha=0.45, interpolation='nearest')
-    ax.set_title(title, fontsize=10)
-    ax.set_axis_off()
-
-# %% ../nbs/08a_augmentation.ipynb #ecddbfa0
-def preview_augmentations(cfg,                 # the run's `MedlabConfig`
-                          subject=None,        # a `medlab.data.Subject`, or a read sample {'image', 'label'}; None: the first training subject
-                          output=None          # a PNG to write (atomically); None: none
-                         ):
-    "A figure of a training patch with its mask beside one example of each augmentation of `cfg` (None when it has none)."
-    if not cfg.augmentations: return None
-    import matplotlib.pyplot as plt
-    from medlab.loader import SubjectReader
-    from medlab.tasks import config_task
-    task = config_task(cfg.model, cfg.loss_function, cfg.metrics, scaling_factor=cfg.scaling_factor)
-    if not isinstance(subject, dict):
-        reader = SubjectReader(cfg.data_preprocessing, cfg.model.dimension, task)
-        subject = reader(subject if subject is not None else _first_training_subject(cfg, task))
-    patch = _training_patch(subject, cfg.spatial_patch_size, task.per_voxel)
-    keys, channels = ('image', 'label') if task.per_voxel else ('image',), cfg.model.num_channels
-    rgb = cfg.model.dimension == 2 and patch['image'].shape[0] == 3
-    window = tuple(np.percentile(_plane(patch['image'])[:1], [1, 99]).tolist()) if not rgb else (0.0, float(patch['image'].max()))
-    panels = [('original', patch)]
-    for name, settings in cfg.augmentations.items():
-        one = build_augmentation({name: settings.model_copy(update={'probability': 1.0})}, cfg.model.dimension,
-                                 cfg.spatial_patch_size, keys, channels).set_random_state(seed=cfg.seed)
-        panels.append((name, one(dict(patch))))
-    cols = min(4, len(panels))
-    fig, axes = plt.subplots(-(-len(panels) // cols), cols, figsize=(3 * cols, 3 * -(-len(panels) // cols)), squeeze=False)
-    for ax in axes.flat[len(panels):]: ax.set_axis_off()
-    for ax, (title, sample) in zip(axes.flat, panels): _draw(ax, sample, title, window, rgb)
-    fig.tight_layout()
-    if output is not None:
-        with atomic_path(output) as tmp: fig.savefig(tmp, format='png', dpi=90)
-    plt.close(fig)  # not shown again by pyplot: the caller (or the notebook, from the returned figure) shows it
-    return fig

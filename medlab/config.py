@@ -16,6 +16,7 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
+from .errors import MedlabError
 from . import catalog
 from .gandlf import GaNDLFSpelling, IgnoredKey, translate
 from .augmentation_settings import AUGMENTATION, augmentation_problems
@@ -396,7 +397,7 @@ class MedlabConfig(Strict):
                 for k, v in self.data_augmentation.items() if k != 'default_probability'}
 
 # %% ../nbs/01_config.ipynb #833071e0
-class ConfigError(ValueError):
+class ConfigError(MedlabError, ValueError):
     "A config that cannot be used; `problems` holds one line per bad key (the message shows 50, each cut to 300 characters)."
     def __init__(self, source: str, problems: list[str]):
         self.source, self.problems = source, problems

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 import medlab
+from .errors import MedlabError
 from .config import MedlabConfig, load_config, save_config, update_config
 from .data import check_subjects, read_manifest
 from .run import RunFolder, claim_folder, config_differences
@@ -277,7 +278,7 @@ def _write_results(output_dir: Path, jobs: list[FoldJob], statuses: dict, fusion
     return KFoldResult(str(output_dir), results, summary, [statuses[j.name] for j in jobs if statuses[j.name]['status'] == 'failed'])
 
 # %% ../nbs/11d_crossval.ipynb #3b8e7c90
-class FoldsFailed(RuntimeError):
+class FoldsFailed(MedlabError, RuntimeError):
     "Folds of a k-fold run failed; `result` holds what was written (a `KFoldResult`, or one per config of a grid)."
     def __init__(self, message: str, result): super().__init__(message); self.result = result
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from typing import TYPE_CHECKING
 
+from .errors import MedlabError
 from .config import ModelConfig
 from .io import ImageInfo, file_integrity, geometry_differences, parse_slide_patch, read_info, slide_patch_path, squeeze_info, voxel_values
 from .utils import closest
@@ -40,7 +41,7 @@ class Subject:
     csv: str = ''
     group: str | None = None           # PatientID: subjects sharing it (slides of a patient, patches of a slide) stay in one split
 
-class DataError(ValueError):
+class DataError(MedlabError, ValueError):
     "A manifest that cannot be used; `problems` holds one line per bad row or column."
     def __init__(self, source: str, problems: list[str],
                  count: int | None = None):  # problems before repeats were folded (`fold_repeats`); default len(problems)

@@ -20,14 +20,15 @@ from monai.bundle.utils import EXPR_KEY, ID_REF_KEY, ID_SEP_KEY, MACRO_KEY, MERG
 
 import medlab
 from .predictor import Predictor, load_run
+from .errors import MedlabError
 from .run import RunFolder
 from .utils import atomic_path, write_json_atomic
 
 # %% auto #0
 __all__ = ['FORMATS', 'PRECISIONS', 'VALUES_FILE', 'sample_patches', 'to_openvino', 'quantize_int8', 'save_openvino', 'save_onnx',
-           'OpenVINONetwork', 'logits_of', 'parity', 'validation_score', 'ExportResult', 'export_run', 'PackageError',
-           'package_run', 'read_checksums', 'read_description', 'verify_package', 'load_package', 'monai_literal',
-           'as_data', 'bundle_item', 'bundle_run', 'export']
+           'logits_of', 'parity', 'validation_score', 'ExportResult', 'export_run', 'PackageError', 'package_run',
+           'read_checksums', 'read_description', 'verify_package', 'load_package', 'monai_literal', 'as_data',
+           'bundle_item', 'bundle_run', 'export']
 
 # %% ../nbs/15_deploy.ipynb #187a90c7
 def sample_patches(predictor: Predictor, run: RunFolder, n: int = 16, seed: int = 0) -> list[np.ndarray]:
@@ -75,17 +76,7 @@ def save_onnx(model: torch.nn.Module, example: np.ndarray, path: Path) -> Path:
     return path
 
 # %% ../nbs/15_deploy.ipynb #50e26ccc
-class OpenVINONetwork(torch.nn.Module):
-    "A compiled OpenVINO model called like a torch network: (B, C, ...) in, logits out."
-    def __init__(self, xml: str | Path,            # the IR's .xml
-                 f32: bool = True):                # compile with an f32 inference precision (else the CPU's default, bf16 where it has it)
-        super().__init__()
-        import openvino as ov
-        self.xml = str(xml)
-        self.compiled = ov.Core().compile_model(self.xml, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'} if f32 else {})
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.compiled(x.detach().float().cpu().contiguous().numpy())[0].copy())
+from .backends import OpenVINONetwork   # lives below the predictor (load_run runs it); kept importable from here too
 
 # %% ../nbs/15_deploy.ipynb #92ca7851
 def logits_of(net: torch.nn.Module, patches: list[np.ndarray]) -> torch.Tensor:
@@ -177,7 +168,7 @@ def export_run(run: str | Path,                              # a run folder
     return ExportResult(str(out), table)
 
 # %% ../nbs/15_deploy.ipynb #a301acf1
-class PackageError(ValueError):
+class PackageError(MedlabError, ValueError):
     "A model package that fails its checks."
 
 def _sha256(path: Path) -> str:

@@ -32,6 +32,7 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, PYDICOM_ROOT_UID, UID, UID_dictionary, generate_uid
 
+from .errors import MedlabError
 from . import __version__
 from .utils import atomic_path, did_you_mean, write_json_atomic, write_text_atomic
 
@@ -1268,7 +1269,7 @@ def itk_warnings_off():
     try: yield
     finally: sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
-class DicomSeriesError(ValueError):
+class DicomSeriesError(MedlabError, ValueError):
     "DICOM files that do not make volumes; the message names each folder, series and problem."
 
 @dataclass(frozen=True)

@@ -12,23 +12,22 @@ import sys
 import traceback
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'RAISED_BY_MEDLAB', 'user_errors', 'user_message', 'last_traceback', 'install_short_errors']
+__all__ = ['RAISED_BY_MEDLAB', 'MedlabError', 'user_errors', 'user_message', 'last_traceback', 'install_short_errors']
 
 # %% ../nbs/00a_errors.ipynb #599d0612
-USER_ERRORS = (  # (module, class) of the errors medlab raises for what the user can fix
-    ('medlab.config', 'ConfigError'), ('medlab.data', 'DataError'), ('medlab.run', 'CheckpointError'),
-    ('medlab.run', 'RunLockedError'), ('medlab.run', 'RunConflictError'), ('medlab.predictor', 'RunError'),
-    ('medlab.deploy', 'PackageError'), ('medlab.dicom', 'DicomSeriesError'), ('medlab.training', 'TrainingDiverged'),
-    ('medlab.training', 'TrainingInterrupted'), ('medlab.training', 'ExportFailed'))
+class MedlabError:
+    "Mixin of every error medlab raises for what the user can fix: `user_message` shows it as its sentence, no traceback."
 
 RAISED_BY_MEDLAB = (ValueError, LookupError, OSError, NameError, RuntimeError)  # plain types medlab raises with a sentence
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    "The classes of `USER_ERRORS` (importing their modules)."
-    return tuple(getattr(importlib.import_module(module), name) for module, name in USER_ERRORS)
+def user_errors() -> list[type[BaseException]]:
+    "medlab's error classes for the user, among the modules imported so far (every subclass of `MedlabError`)."
+    found, todo = [], list(MedlabError.__subclasses__())
+    while todo:
+        cls = todo.pop(); found.append(cls); todo += cls.__subclasses__()
+    return sorted(set(found), key=lambda c: (c.__module__, c.__qualname__))
 
-def _is_user_class(exc: BaseException) -> bool:
-    return any((c.__module__, c.__qualname__) in USER_ERRORS for c in type(exc).__mro__)
+def _is_user_class(exc: BaseException) -> bool: return isinstance(exc, MedlabError)
 
 def _raised_by_medlab(exc: BaseException) -> bool:
     "True when a `raise` statement of a medlab module raised `exc` (not Python itself, inside medlab)."
@@ -53,8 +52,7 @@ def _validation_message(exc: BaseException) -> str | None:
     try: from pydantic import ValidationError
     except ImportError: return None
     if not isinstance(exc, ValidationError) or (model := _config_model(exc.title)) is None: return None
-    from medlab.config import format_errors
-    lines = format_errors(exc, model)
+    lines = sys.modules['medlab.config'].format_errors(exc, model)  # a config model exists, so its module is loaded; no import upwards
     return f'{len(lines)} problem(s) in the config:\n' + '\n'.join(f'  - {l}' for l in lines)
 
 # %% ../nbs/00a_errors.ipynb #ea1e1b15

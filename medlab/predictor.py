@@ -16,11 +16,13 @@ import_monai()  # before any MONAI import: skips a slow optional dependency (see
 from monai.inferers import SlidingWindowSplitter, sliding_window_inference
 from monai.transforms import Compose, SpatialPad
 
+from .backends import OpenVINONetwork
 from .config import ConfigError, MedlabConfig
 from .data import Subject
 from .io import ImageInfo, read_info, squeeze_info
 from .loader import SubjectReader
 from .models import build_model
+from .errors import MedlabError
 from .run import RunFolder
 from .tasks import TASKS, Prediction, Task, build_task, config_task
 from .transforms import build_postprocessing, to_reference, value_mapping
@@ -223,7 +225,7 @@ def _predict(self: Predictor, x,                       # image path, list of cha
 Predictor.read, Predictor.read_grid, Predictor.predict_image, Predictor.predict = _read, _read_grid, _predict_image, _predict
 
 # %% ../nbs/10b_predictor.ipynb #b050139f
-class RunError(ValueError):
+class RunError(MedlabError, ValueError):
     "A run folder that cannot give a predictor."
 
 def _checked_state(run: RunFolder, which: str) -> dict:
@@ -276,5 +278,4 @@ def load_run(path: str | Path,                        # a run folder
     if not xml.is_file():
         raise RunError(f'{xml} not found: export the run first (medlab.export_run({str(path)!r}, precision={precision!r}), '
                        'or train with export.enabled)')
-    from medlab.deploy import OpenVINONetwork
     return Predictor(OpenVINONetwork(xml), predictor.cfg, predictor.task, 'cpu', source=str(xml.resolve()))

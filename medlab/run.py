@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .errors import MedlabError
 from .config import MedlabConfig, load_config
 from .split import Split
 from .utils import atomic_path, write_json_atomic, write_text_atomic
@@ -32,7 +33,7 @@ def save_checkpoint(path: Path, **state):
     import torch
     with atomic_path(path) as tmp: torch.save(state, tmp)
 
-class CheckpointError(ValueError):
+class CheckpointError(MedlabError, ValueError):
     "A checkpoint that cannot be loaded: the message names the file and how to go on."
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -52,10 +53,10 @@ def load_checkpoint(path: str | Path) -> dict:
                               'or predict with another checkpoint (model_best.pt)') from None
 
 # %% ../nbs/10a_run.ipynb #369f252e
-class RunLockedError(RuntimeError):
+class RunLockedError(MedlabError, RuntimeError):
     "The run folder is held by another live run."
 
-class RunConflictError(RuntimeError):
+class RunConflictError(MedlabError, RuntimeError):
     "The run folder holds a run that this one cannot continue (another config, another split)."
 
 def _alive(pid: int) -> bool:

@@ -21,7 +21,7 @@ from .utils import progress_bar, write_json_atomic
 # %% auto #0
 __all__ = ['SlideGrid', 'default_output_factor', 'slide_grid', 'tissue_patches', 'read_patches', 'SlideSum', 'pool',
            'SlideInference', 'training_downsample', 'infer_slide', 'HistologyResult', 'training_rows',
-           'histology_pipeline', 'show_histology', 'histology_panel']
+           'histology_pipeline', 'show_histology']
 
 # %% ../nbs/20_slide_inference.ipynb #a027fe1d
 @dataclass
@@ -399,15 +399,3 @@ def show_histology(result: HistologyResult):
     display(Markdown('**Heat map** (probability of the last class, over the tissue predicted)'))
     display(Image(filename=result.inference.heatmap))
     if result.inference.overlay: display(Markdown('**Label map**')); display(Image(filename=result.inference.overlay))
-
-def histology_panel(**values):
-    "The histology template's panel (through `medlab.widgets.ParameterPanel`): Run calls `histology_pipeline` and shows it."
-    from IPython.display import display
-    from medlab.widgets import ParameterPanel   # widgets are a leaf: imported only when a panel is asked for
-    def run(**v):
-        result = histology_pipeline(**v)
-        show_histology(result)
-        return result
-    panel = ParameterPanel(values, run, help={'mpp': 'microns per pixel of the patches, in training and inference'})
-    display(panel.widget)
-    return panel

@@ -15,6 +15,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from .errors import MedlabError
 from .utils import atomic_path
 
 # %% auto #0
@@ -27,7 +28,7 @@ __all__ = ['MAX_READ_PIXELS', 'APERIO_KEEP', 'SlideError', 'Slide', 'level_for',
 MAX_READ_PIXELS = 64 * 2**20   # the most pixels one read decodes: 192 MB of RGB, about a second of JPEG; a slide's
                                # `max_pixels` overrides it (a whole level 0 is 100 to 10,000 times more)
 
-class SlideError(ValueError):
+class SlideError(MedlabError, ValueError):
     "A slide that cannot be read, or a request it cannot answer (a level it lacks, a size in microns without an MPP)."
 
 def _mpp_help(path) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from .errors import MedlabError
 from .utils import import_monai
 import_monai()  # before any MONAI import: skips a slow optional dependency (see utils)
 from monai.data import get_track_meta, set_track_meta
@@ -181,13 +182,13 @@ class Trainer:
         return build_metrics(self.cfg.metrics, self.task.scored_classes, self.task.name, self.cfg.metric_options)
 
 # %% ../nbs/11_training.ipynb #09878bc4
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(MedlabError, RuntimeError):
     "The loss stopped being a number: the run stops, keeping its last good checkpoint."
 
-class TrainingInterrupted(KeyboardInterrupt):
+class TrainingInterrupted(MedlabError, KeyboardInterrupt):
     "Training was interrupted (Ctrl-C, Kernel > Interrupt); the message says where it stopped and where it resumes."
 
-class ExportFailed(RuntimeError):
+class ExportFailed(MedlabError, RuntimeError):
     "The run finished but exporting it failed; the message says how to retry."
 
 def _train_step(self: Trainer, batch: dict) -> float:

@@ -33,8 +33,8 @@ from .utils import is_interactive, write_text_atomic
 __all__ = ['LABELS', 'PARAMETER_LABELS', 'GROUPS', 'manifest_task', 'fits_task', 'field_label', 'parse_ints', 'resolve_path',
            'Control', 'field_control', 'Panel', 'field_group', 'config_controls', 'DataParts', 'progress_line',
            'ConfigPanel', 'show_result', 'config_panel', 'parameter_value', 'parameter_control', 'ParameterPanel',
-           'show_inference', 'infer_panel', 'show_kfold', 'kfold_panel', 'show_cam', 'cam_panel', 'show_export',
-           'export_panel', 'show_prepared', 'prepare_panel']
+           'show_inference', 'infer_panel', 'show_kfold', 'kfold_panel', 'histology_panel', 'show_cam', 'cam_panel',
+           'show_export', 'export_panel', 'show_prepared', 'prepare_panel']
 
 # %% ../nbs/12_widgets.ipynb #16c7b652
 def _optional(annotation) -> tuple[object, bool]:
@@ -571,7 +571,7 @@ class DataParts:
             self.preview_note.value = _HELP.format(html.escape(text)) if tone == 'info' else f'<span style="color:#b00">{html.escape(text)}</span>'
         if not self.cfg.augmentations: return say('no augmentations chosen: pick some above, then Preview', 'info')
         if self.check(): return say(f'no preview: {self.problem}')
-        from medlab.augmentation import preview_augmentations   # torch and MONAI: imported when a preview is asked for
+        from medlab.previews import preview_augmentations   # torch and MONAI: imported when a preview is asked for
         try: figure = preview_augmentations(self.cfg)
         except Exception as e: return say(_message(e) or f'unexpected {type(e).__name__}: {e}')
         png = io.BytesIO()
@@ -918,6 +918,19 @@ def kfold_panel(config: str,                    # the base YAML
     panel = ParameterPanel({'config': config, 'testing': testing, 'validation': validation, **values}, run,
                            {'executor': ['local', 'dask'], 'fusion': ['mean', 'vote']}, help)
     if problem: panel.controls['config'].warn(problem)
+    display(panel.widget)
+    return panel
+
+# %% ../nbs/12_widgets.ipynb #efb92a4a
+def histology_panel(**values                     # the template's parameters: config, slide, labels, output_dir, mpp, ...
+                   ) -> ParameterPanel:
+    "Show the histology template's panel and return it: Run calls `histology_pipeline` and shows its pictures."
+    def run(**v):
+        from medlab.slide_inference import histology_pipeline, show_histology   # torch: imported when Run is pressed
+        result = histology_pipeline(**v)
+        show_histology(result)
+        return result
+    panel = ParameterPanel(values, run, help={'mpp': 'microns per pixel of the patches, in training and inference'})
     display(panel.widget)
     return panel
 

@@ -10,7 +10,8 @@ import yaml
 from scipy import ndimage
 
 import medlab
-from medlab.augmentation import AUGMENTERS, build_augmentation, preview_augmentations
+from medlab.augmentation import AUGMENTERS, build_augmentation
+from medlab.previews import preview_augmentations
 from medlab.augmentation_settings import AUGMENTATION
 from medlab.config import ConfigError, MedlabConfig, config_from_dict
 from conftest import ROOT

@@ -1,0 +1,117 @@
+"""The shape of the package: no import cycles among medlab's modules (imports inside functions count), and
+`import medlab` stays light (no torch)."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / 'medlab'
+
+
+def module_files(package: Path) -> dict[str, Path]:
+    "Dotted module name -> file, for every .py of `package` (nbdev's `_modidx` left out: it only names things)."
+    mods = {}
+    for f in package.rglob('*.py'):
+        if f.name == '_modidx.py': continue
+        parts = f.relative_to(package.parent).with_suffix('').parts
+        mods['.'.join(parts[:-1] if parts[-1] == '__init__' else parts)] = f
+    return mods
+
+
+def imported_modules(module: str, node: ast.AST, mods: dict[str, Path]) -> set[str]:
+    "The modules of `mods` that the import statement `node` in `module` loads (relative imports resolved)."
+    if isinstance(node, ast.Import): names = [a.name for a in node.names]
+    else:
+        base = node.module or ''
+        if node.level:
+            parts = module.split('.') if mods[module].name == '__init__.py' else module.split('.')[:-1]
+            parts = parts[:len(parts) - (node.level - 1)]
+            base = '.'.join(parts + ([base] if base else []))
+        names = [base] + [f'{base}.{a.name}' for a in node.names]   # `from medlab import x` may load medlab.x
+    found = set()
+    for name in names:
+        while name and name not in mods: name = name.rpartition('.')[0]
+        if name and name != module and name != PACKAGE.name: found.add(name)   # the package's lazy facade is no edge
+    return found
+
+
+def import_edges(package: Path) -> dict[str, dict[str, list[tuple[str, int]]]]:
+    "importer -> imported -> [(file, line)] of each import statement, those inside functions included."
+    mods, edges = module_files(package), {}
+    for module, f in mods.items():
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                for target in imported_modules(module, node, mods):
+                    edges.setdefault(module, {}).setdefault(target, []).append((f.name, node.lineno))
+    return edges
+
+
+def cycles(edges: dict[str, dict]) -> list[list[str]]:
+    "The strongly connected groups of more than one module (Tarjan), each sorted."
+    index, low, stack, on, found = {}, {}, [], set(), []
+    def visit(v):
+        index[v] = low[v] = len(index); stack.append(v); on.add(v)
+        for w in edges.get(v, {}):
+            if w not in index: visit(w); low[v] = min(low[v], low[w])
+            elif w in on: low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop(); on.discard(w); group.append(w)
+                if w == v: break
+            if len(group) > 1: found.append(sorted(group))
+    for v in sorted(edges):
+        if v not in index: visit(v)
+    return found
+
+
+def describe(group: list[str], edges: dict) -> str:
+    "A cycle as its modules and each import between them, with file and line."
+    lines = [f"cycle: {' <-> '.join(group)}"]
+    for a in group:
+        for b in group:
+            for file, line in edges.get(a, {}).get(b, []): lines.append(f'  {a} imports {b}: medlab/{file}:{line}')
+    return '\n'.join(lines)
+
+
+def test_no_import_cycles():
+    edges = import_edges(PACKAGE)
+    found = cycles(edges)
+    assert not found, 'import cycles among medlab modules (move the shared thing down a floor):\n' + \
+        '\n'.join(describe(g, edges) for g in found)
+
+
+def test_the_checker_finds_a_cycle_and_names_its_imports(tmp_path):
+    "A function-local relative import closing a loop is a cycle, reported with both files and lines."
+    pkg = tmp_path / 'medlab'; pkg.mkdir()
+    (pkg / '__init__.py').write_text('')
+    (pkg / 'a.py').write_text('import os\nfrom .b import thing\n')
+    (pkg / 'b.py').write_text('thing = 1\ndef later():\n    from medlab.a import os\n')
+    (pkg / 'c.py').write_text('from . import a\n')
+    edges = import_edges(pkg)
+    assert cycles(edges) == [['medlab.a', 'medlab.b']]
+    text = describe(['medlab.a', 'medlab.b'], edges)
+    assert 'medlab.a imports medlab.b: medlab/a.py:2' in text and 'medlab.b imports medlab.a: medlab/b.py:3' in text
+
+
+@pytest.mark.parametrize('name, module', [('preview_augmentations', 'medlab.previews'), ('histology_panel', 'medlab.widgets'),
+                                          ('load_run', 'medlab.predictor'), ('export_run', 'medlab.deploy')])
+def test_moved_names_keep_their_public_door(name, module):
+    "The lazy facade still gives each name, from its new home."
+    import medlab
+    assert getattr(medlab, name).__module__ == module
+
+
+def test_openvino_network_is_importable_from_its_old_module():
+    "Code written before the move (`from medlab.deploy import OpenVINONetwork`) gets the backend's class."
+    from medlab.backends import OpenVINONetwork
+    from medlab.deploy import OpenVINONetwork as old
+    assert old is OpenVINONetwork
+
+
+def test_import_medlab_does_not_import_torch():
+    done = subprocess.run([sys.executable, '-c', "import medlab, sys; assert 'torch' not in sys.modules, 'torch imported'"],
+                          capture_output=True, text=True, cwd=PACKAGE.parent)
+    assert done.returncode == 0, done.stderr
