@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build GaNDLF 0.1.5 in its own venv beside the project (never in .venv), as /work/shared/bench/README.md says:
+# Build GaNDLF 0.1.5 in its own venv beside the project (never in .venv), as ../shared/bench/README.md (relative to the project) says:
 # GaNDLF pins torch 2.7.1 and needs torchvision, and PyPI's torchvision does not load beside the project's torch.
 #   bash benchmarks/setup_gandlf.sh            # builds benchmarks/_work/gandlf-venv when missing, then verifies
 #   FORCE=1 bash benchmarks/setup_gandlf.sh    # rebuilds from scratch
