@@ -84,9 +84,9 @@ def subject_table(data_csv: str | Path | dict | DataFilesConfig | None = None,  
     task, align, problems = None, False, []
     if cfg is None: model = data_model(subjects)
     else:
-        from medlab.tasks import config_task
+        from medlab.tasks import task_of
         model, align = cfg.model, 'align_channels' in cfg.data_preprocessing
-        task = config_task(cfg.model, cfg.loss_function, cfg.metrics, str(config) if not isinstance(config, MedlabConfig) else 'config', cfg.scaling_factor)
+        task = task_of(cfg, str(config) if not isinstance(config, MedlabConfig) else 'config')
         problems = target_problems(subjects, task)
     with ThreadPoolExecutor(workers) as pool: found = list(pool.map(lambda s: _subject_row(s, model, task, align), subjects))
     rows = [row for row, _ in found]

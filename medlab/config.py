@@ -25,9 +25,9 @@ from .utils import Strict, closest, did_you_mean, write_text_atomic
 
 # %% auto #0
 __all__ = ['registered', 'ModelConfig', 'check_option', 'OptimizerConfig', 'SchedulerConfig', 'NestedTrainingConfig',
-           'DataFilesConfig', 'InferenceConfig', 'PatchSamplerConfig', 'ExportConfig', 'MedlabConfig', 'ConfigError',
-           'format_errors', 'ConfigLoader', 'config_from_dict', 'load_config', 'update_config', 'config_to_yaml',
-           'save_config']
+           'DataFilesConfig', 'InferenceConfig', 'PatchSamplerConfig', 'ExportConfig', 'TrackingConfig', 'MedlabConfig',
+           'ConfigError', 'format_errors', 'ConfigLoader', 'config_from_dict', 'load_config', 'update_config',
+           'config_to_yaml', 'save_config']
 
 # %% ../nbs/01_config.ipynb #3dd3928e
 def registered(registry: str) -> AfterValidator:
@@ -232,6 +232,13 @@ class ExportConfig(Strict):
     @classmethod
     def _one_or_more(cls, v): return [v] if isinstance(v, str) else v
 
+# %% ../nbs/01_config.ipynb #7bb1b7a3
+class TrackingConfig(Strict):
+    "Experiment trackers `train` writes to, besides the run folder's logs."
+    tensorboard: bool = Field(False, description='TensorBoard event files in output_dir/tensorboard/')
+    mlflow: bool = Field(False, description='an MLflow run: params, metrics per epoch, the best model')
+    experiment: str = Field('medlab', min_length=1, description='the MLflow experiment the run goes into')
+
 # %% ../nbs/01_config.ipynb #e6e015bc
 class MedlabConfig(Strict):
     "Everything a medlab training run needs; GaNDLF's keys plus medlab's `data_csv`, `output_dir`, `seed`."
@@ -281,6 +288,7 @@ class MedlabConfig(Strict):
     auto_lr_find: bool = Field(False, description='before training, set learning_rate by a range test on the training patches (medlab.tuning)')
     verbose: bool = Field(False, description='print a line per epoch (also under papermill)')
     export: ExportConfig = Field(default_factory=ExportConfig, description='the model exported at the end of training')
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description='TensorBoard and MLflow trackers (medlab[tracking])')
 
     check_preprocessing = _transform_block('data_preprocessing', PREPROCESSING)
     check_augmentation = _transform_block('data_augmentation', AUGMENTATION, extra=('default_probability',))

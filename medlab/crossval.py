@@ -25,7 +25,7 @@ from .errors import MedlabError
 from .config import MedlabConfig, load_config, save_config, update_config
 from .data import check_subjects, read_manifest
 from .run import RunFolder, claim_folder, config_differences
-from .tasks import config_task
+from .tasks import task_of
 from .split import Fold, Split, nested_folds
 from .utils import atomic_path, is_interactive, progress_bar, template_path, write_text_atomic
 
@@ -47,7 +47,7 @@ class FoldJob:
     template: str                 # the train template it runs
     threads: int = 1              # torch threads of the fold's kernel
 
-def _same_split(path: Path, split: Split) -> bool:
+def _split_matches(path: Path, split: Split) -> bool:
     "True when the split written at `path` holds the same subjects in the same splits as `split`."
     old = pd.read_csv(path, dtype=str)
     new = split.table().astype(str)
@@ -67,7 +67,7 @@ def plan_folds(cfg: MedlabConfig,   # the run's config: data_csv, nested_trainin
     from medlab.infer import check_fusion
     if cfg.data_csv is None or not isinstance(cfg.data_csv, str):
         raise ValueError('k-fold needs one manifest in data_csv (the folds are dealt from it), not one CSV per split')
-    task = config_task(cfg.model, cfg.loss_function, cfg.metrics, scaling_factor=cfg.scaling_factor)  # the task decides whether folds are stratified
+    task = task_of(cfg)  # the task decides whether folds are stratified
     check_fusion(fusion, task)
     subjects = read_manifest(cfg.data_csv)
     check_subjects(subjects, cfg.model, source=cfg.data_csv, task=task, align='align_channels' in cfg.data_preprocessing)
@@ -81,7 +81,7 @@ def plan_folds(cfg: MedlabConfig,   # the run's config: data_csv, nested_trainin
     for fold in folds:
         run = RunFolder(output_dir / fold.name)
         split_csv = run.path / run.split_file
-        if split_csv.exists() and not _same_split(split_csv, fold.split):
+        if split_csv.exists() and not _split_matches(split_csv, fold.split):
             raise ValueError(f'{split_csv} holds another split than {fold.name} now gets (the manifest or nested_training '
                              'changed since the folds were planned): give a new output_dir, or remove that folder')
         if conflicts := _trained_with_another_config(run, cfg):

@@ -52,7 +52,9 @@ class DataError(MedlabError, ValueError):
 # %% ../nbs/09_data.ipynb #4827a09c
 _CHANNEL = re.compile(r'^Channel_(\d+)$')
 PATCH_COLUMNS = ('x', 'y', 'size', 'level')   # where a slide patch lies (level-0 corner and side, the level read): medlab.mining writes them
-SLIDE_SUFFIXES = ('.svs', '.tif', '.tiff', '.ndpi', '.scn', '.bif', '.svslide')   # a channel of these with PATCH_COLUMNS is read from the slide
+# the whole-slide files medlab reads (tiffslide: TIFF-based formats; Sakura's .svslide is an SQLite file it cannot open).
+# The one list: a channel of these with PATCH_COLUMNS is read from the slide, and infer sends a CSV of them to slide inference.
+SLIDE_SUFFIXES = ('.svs', '.tif', '.tiff', '.ndpi', '.scn', '.bif', '.qptiff')
 
 def _channel(absolute, cell: str, row: dict) -> str:
     "The absolute path of a channel cell (`absolute` resolves a cell); a slide with a patch's place (x, y, size, level) names that patch."

@@ -319,7 +319,8 @@ def _inference_json(predictor: Predictor) -> tuple[dict, dict]:
     if cfg.model.num_channels != 1: raise ValueError('the bundle reads one file per image: single-channel networks only')
     if predictor.reader.grid: raise ValueError("the bundle cannot replay medlab's grid pre-processing (resample, resize, crop); "
                                                'export it with export_run (OpenVINO) and predict with medlab.predict')
-    if predictor.aggregation in ('crop', 'hann'):
+    blend = predictor.blending()   # the predictor's own blending, so the bundle predicts what medlab predicts
+    if 'roi_weight_map' in blend:   # a weight map is a tensor: a bundle's JSON config cannot carry it
         raise ValueError(f"grid_aggregator_overlap '{predictor.aggregation}' has no MONAI inferer mode: use average or gaussian")
     values = {}
     pre = [bundle_item(t, f'preprocessing.{i}', values) for i, t in enumerate(preprocessing_specs(cfg.data_preprocessing))]
@@ -343,8 +344,7 @@ def _inference_json(predictor: Predictor) -> tuple[dict, dict]:
             {'_target_': 'EnsureTyped', 'keys': 'image', 'dtype': '$torch.float32'}]},
         'dataset': {'_target_': 'Dataset', 'data': "$[{'image': f} for f in @datalist]", 'transform': '@preprocessing'},
         'inferer': {'_target_': 'SlidingWindowInferer', 'roi_size': list(predictor.patch_size), 'sw_batch_size': cfg.batch_size,
-                    'overlap': [max(0.0, predictor.overlap - 1e-6) / p for p in predictor.patch_size],
-                    'mode': 'gaussian' if predictor.aggregation == 'gaussian' else 'constant'},
+                    'overlap': blend['overlap'], 'mode': blend['mode']},
         'postprocessing': {'_target_': 'Compose', 'transforms': [
             {'_target_': 'Activationsd', 'keys': 'pred', **({'sigmoid': True} if cfg.model.final_layer == 'sigmoid' else {'softmax': True})},
             {'_target_': 'AsDiscreted', 'keys': 'pred', 'argmax': True}, *post, *relabel,

@@ -22,7 +22,7 @@ from .catalog import ARCHITECTURES
 from .data import Subject, read_manifest
 from .io import ImageInfo, squeeze_info, write_image
 from .transforms import to_reference
-from .predictor import Predictor, as_subject, crop_weights, load_run, reference_info, window_overlaps
+from .predictor import Predictor, as_subject, load_run, reference_info
 from .utils import Registry, is_interactive, path_inside, progress_bar, write_text_atomic
 
 # %% auto #0
@@ -228,11 +228,8 @@ def explain(predictor: Predictor,               # from `load_run`
     def window_map(w: torch.Tensor, where: list) -> torch.Tensor:
         if whole is not None: net.region = whole[tuple(slice(None) for _ in range(2)) + tuple(where[0][2:])]
         with torch.enable_grad(): return mapper(w.float(), index).detach()
-    blend = {'mode': 'gaussian' if predictor.aggregation == 'gaussian' else 'constant'}
-    if predictor.aggregation == 'crop' and predictor.overlap: blend['roi_weight_map'] = crop_weights(predictor.patch_size, predictor.overlap)
-    try:
-        heat = sliding_window_inference(padded, predictor.patch_size, 1, window_map, with_coord=True,
-                                        overlap=window_overlaps(predictor.patch_size, predictor.overlap), **blend)
+    try:  # windows blended as the prediction blends them (`grid_aggregator_overlap`, hann included)
+        heat = sliding_window_inference(padded, predictor.patch_size, 1, window_map, with_coord=True, **predictor.blending())
     finally: mapper.close()
     heat = torch.as_tensor(heat)[(0, 0, *crop)].float().cpu().numpy()
     heat = (heat - heat.min()) / (heat.max() - heat.min()) if heat.max() > heat.min() else np.zeros_like(heat)

@@ -17,7 +17,7 @@ import yaml
 
 import medlab
 from .config import NestedTrainingConfig
-from .data import DataError, check_subjects, read_manifest, read_table, subjects_from_table, target_problems
+from .data import SLIDE_SUFFIXES, DataError, check_subjects, read_manifest, read_table, subjects_from_table, target_problems  # SLIDE_SUFFIXES: data owns the list
 from .evaluation import Evaluation, evaluate, truth_problems
 from .predictor import Predictor, RunError, load_run, reference_info
 from .run import CHECKPOINTS, RunFolder, claim_folder, find_runs, is_run
@@ -26,8 +26,8 @@ from .tasks import Prediction, Task
 from .utils import progress_bar, write_json_atomic, write_text_atomic
 
 # %% auto #0
-__all__ = ['SLIDE_SUFFIXES', 'SLIDE_OPTIONS', 'check_fusion', 'fuse', 'planned_folds', 'usable_runs', 'load_predictors',
-           'predict_subject', 'slide_subjects', 'predict_slides', 'Inference', 'predict']
+__all__ = ['SLIDE_OPTIONS', 'check_fusion', 'fuse', 'planned_folds', 'usable_runs', 'load_predictors', 'predict_subject',
+           'slide_subjects', 'predict_slides', 'Inference', 'predict']
 
 # %% ../nbs/11c_infer.ipynb #fdeb5d2c
 def check_fusion(how: str, task: Task):
@@ -100,7 +100,6 @@ def predict_subject(predictors: list[Predictor], subject) -> list[Prediction]:
     return out
 
 # %% ../nbs/11c_infer.ipynb #4107ecab
-SLIDE_SUFFIXES = ('.svs', '.tif', '.tiff', '.ndpi', '.scn', '.bif', '.qptiff')   # files a histology run reads as slides
 SLIDE_OPTIONS = {'level': int, 'mpp': float, 'magnification': float, 'slide_mpp': float}  # optional columns of a slide CSV
 
 def slide_subjects(data_csv: str | Path) -> tuple[list, list[dict]] | None:

@@ -24,12 +24,12 @@ from .loader import SubjectReader
 from .models import build_model
 from .errors import MedlabError
 from .run import RunFolder
-from .tasks import TASKS, Prediction, Task, build_task, config_task
+from .tasks import TASKS, Prediction, Task, build_task, task_of
 from .transforms import build_postprocessing, to_reference, value_mapping
 
 # %% auto #0
 __all__ = ['pick_device', 'memory_format', 'amp_dtype', 'reference_info', 'as_subject', 'Predictor', 'crop_weights',
-           'hann_weights', 'window_overlaps', 'RunError', 'load_run']
+           'hann_weights', 'window_overlaps', 'window_blending', 'RunError', 'load_run']
 
 # %% ../nbs/10b_predictor.ipynb #aa27057e
 def pick_device(accelerator: str = 'auto') -> torch.device:
@@ -125,13 +125,26 @@ def window_overlaps(patch_size: tuple[int, ...], overlap: int) -> list[float]:
     "MONAI's overlap fractions for windows sharing `overlap` voxels on every axis."
     return [max(0.0, overlap - 1e-6) / p for p in patch_size]
 
+def window_blending(patch_size: tuple[int, ...],  # the window
+                    overlap: int,                  # voxels shared by neighbouring windows (`patch_overlap`)
+                    aggregation: str,              # `grid_aggregator_overlap`: average, gaussian, crop or hann
+                    device: torch.device | str = 'cpu'  # where a weight map goes
+                   ) -> dict:
+    "MONAI's sliding-window arguments (`overlap`, `mode`, `roi_weight_map` if any) that blend windows as `aggregation` says."
+    blend = {'overlap': window_overlaps(patch_size, overlap), 'mode': 'gaussian' if aggregation == 'gaussian' else 'constant'}
+    if aggregation == 'crop' and overlap: blend['roi_weight_map'] = crop_weights(patch_size, overlap).to(device)
+    if aggregation == 'hann': blend['roi_weight_map'] = hann_weights(patch_size).to(device)
+    return blend
+
+def _blending(self: Predictor) -> dict:
+    "How this predictor's windows are blended (see `window_blending`): prediction, CAM and export all read it here."
+    return window_blending(self.patch_size, self.overlap, self.aggregation, self.device)
+
+Predictor.blending = _blending
+
 @torch.no_grad()
 def _map_logits(self: Predictor, image: torch.Tensor) -> torch.Tensor:
-    blend = {'mode': 'gaussian'} if self.aggregation == 'gaussian' else {'mode': 'constant'}
-    if self.aggregation == 'crop' and self.overlap: blend['roi_weight_map'] = crop_weights(self.patch_size, self.overlap).to(self.device)
-    if self.aggregation == 'hann': blend['roi_weight_map'] = hann_weights(self.patch_size).to(self.device)
-    return _plain(sliding_window_inference(image.to(self.device), self.patch_size, self.cfg.batch_size, self.forward,
-                                           overlap=window_overlaps(self.patch_size, self.overlap), **blend))
+    return _plain(sliding_window_inference(image.to(self.device), self.patch_size, self.cfg.batch_size, self.forward, **self.blending()))
 
 @torch.no_grad()
 def _image_logits(self: Predictor, image: torch.Tensor) -> torch.Tensor:
@@ -250,7 +263,7 @@ def _from_run(cls, run: str | Path | RunFolder,   # the run folder
     state = _checked_state(run, checkpoint)
     try: cfg = run.config()
     except ConfigError as e: raise RunError(f'{run.path / run.config_file} does not load: {e}') from None
-    try: task = config_task(cfg.model, cfg.loss_function, cfg.metrics, str(run.path / run.config_file), cfg.scaling_factor)
+    try: task = task_of(cfg, str(run.path / run.config_file))
     except ConfigError as e: raise RunError(str(e)) from None
     if state.get('task', task.name) != task.name:
         raise RunError(f"{run.checkpoint_path(checkpoint)} was trained for {state['task']} but {run.config_file} describes {task.name}")

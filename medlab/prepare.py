@@ -62,8 +62,8 @@ def split_csv(cfg: MedlabConfig,                 # its data_csv, nested_training
               output_dir: str | Path) -> dict[str, Path]:
     "Write the first fold of `cfg`'s split as `training.csv`, `validation.csv` (and `testing.csv`); their paths."
     from medlab.split import load_split
-    from medlab.tasks import config_task
-    task = config_task(cfg.model, cfg.loss_function, cfg.metrics, scaling_factor=cfg.scaling_factor)
+    from medlab.tasks import task_of
+    task = task_of(cfg)
     table = load_split(cfg, task).table()
     out = {}
     for name in ('training', 'validation', 'testing'):

@@ -14,7 +14,7 @@ from monai.utils import convert_to_numpy
 from .augmentation import build_augmentation
 from .loader import SubjectReader
 from .split import load_split
-from .tasks import config_task
+from .tasks import task_of
 from .utils import atomic_path
 
 # %% auto #0
@@ -55,7 +55,7 @@ def preview_augmentations(cfg,                 # the run's `MedlabConfig`
     "A figure of a training patch with its mask beside one example of each augmentation of `cfg` (None when it has none)."
     if not cfg.augmentations: return None
     import matplotlib.pyplot as plt   # pyplot only when a figure is drawn
-    task = config_task(cfg.model, cfg.loss_function, cfg.metrics, scaling_factor=cfg.scaling_factor)
+    task = task_of(cfg)
     if not isinstance(subject, dict):
         reader = SubjectReader(cfg.data_preprocessing, cfg.model.dimension, task)
         subject = reader(subject if subject is not None else load_split(cfg, task).training[0])

@@ -292,7 +292,7 @@ class RunFolder:
         with open(self.path / self.events_file, 'a') as f: f.write(line + '\n')  # a crash loses at most this line
 
 # %% ../nbs/10a_run.ipynb #9f63d3c6
-KEEP_ON_RESUME = {'num_epochs', 'patience', 'verbose', 'q_verbose', 'q_num_workers', 'export'}
+KEEP_ON_RESUME = {'num_epochs', 'patience', 'verbose', 'q_verbose', 'q_num_workers', 'export', 'tracking'}
 
 def config_differences(cfg: MedlabConfig, saved: dict) -> list[str]:
     "Keys in which `cfg` differs from a saved config (a dict), apart from those a resumed run may change; paths compare as seen from each run folder."

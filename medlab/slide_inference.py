@@ -370,11 +370,11 @@ def histology_pipeline(config: str | Path,               # the training YAML (mo
     from medlab.config import load_config
     from medlab.mining import mine_patches
     from medlab.slides import make_sample_slide, tissue_figure
-    from medlab.tasks import config_task
+    from medlab.tasks import task_of
     from medlab.training import train
     out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(config)                                                  # checked before any long step
-    task = config_task(cfg.model, cfg.loss_function, cfg.metrics, str(config)).name
+    task = task_of(cfg, str(config)).name
     if slide is None:
         slide, labels = make_sample_slide(out / 'sample_slide.tif', size=4096, mpp=0.5, mask=out / 'sample_labels.png'), out / 'sample_labels.png'
     if labels is None:

@@ -20,7 +20,7 @@ from .utils import atomic_path
 
 # %% auto #0
 __all__ = ['MAX_READ_PIXELS', 'APERIO_KEEP', 'SlideError', 'Slide', 'level_for', 'read_array', 'read_region', 'shrink',
-           'thumbnail', 'open_slide', 'write_pyramid', 'make_sample_slide', 'pen_pixels', 'optical_density',
+           'thumbnail', 'open_slide', 'write_pyramid', 'make_sample_slide', 'pen_pixels', 'summed_optical_density',
            'saturation', 'coloured', 'tissue_pixels', 'TissueMask', 'tissue_mask', 'tissue_figure', 'clean_description',
            'slide_identifiers', 'deidentify_slide']
 
@@ -464,8 +464,9 @@ def pen_pixels(rgb: np.ndarray   # RGB uint8 (..., 3)
     red = (R > 40) & (R > 3 * G) & (R > 2 * B)                  # redder than eosin (its blue stays above half its red)
     return green | blue | red
 
-def optical_density(rgb: np.ndarray) -> np.ndarray:
-    "Summed optical density -log(I/I0) of the three channels: 0 on white glass, about 1 and more on stained tissue."
+def summed_optical_density(rgb: np.ndarray) -> np.ndarray:
+    "Summed optical density -log(I/I0) of the three channels, one number per pixel: 0 on white glass, about 1 and more on stained tissue."
+    # not medlab.transforms.stain_optical_density: that one keeps the channels apart (I0 = 240) to separate the stains
     return -np.log((rgb.astype(np.float32) + 1) / 256).sum(-1)
 
 def _max_min(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -484,7 +485,7 @@ def coloured(rgb: np.ndarray, min_saturation: float = 0.07) -> np.ndarray:
     mx = mx.astype(np.int16)
     return (mx - mn) * 100 > mx * round(100 * min_saturation)
 
-_METHODS = {'saturation': (saturation, 0.04, 0.25), 'od': (optical_density, 0.15, 1.5)}   # feature, clamp of its threshold
+_METHODS = {'saturation': (saturation, 0.04, 0.25), 'od': (summed_optical_density, 0.15, 1.5)}   # feature, clamp of its threshold
 
 def tissue_pixels(rgb: np.ndarray,              # RGB uint8 (height, width, 3)
                   method: str = 'saturation',   # 'saturation' or 'od'

@@ -12,14 +12,14 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from .config import ConfigError, ModelConfig
+from .config import ConfigError, MedlabConfig, ModelConfig
 from .io import ImageInfo, read_image, squeeze_info, squeeze_to, to_array, write_image
 from .catalog import ARCHITECTURES, LOSSES, METRICS, task_name
 from .utils import Registry, path_inside
 
 # %% auto #0
 __all__ = ['TASKS', 'Prediction', 'Task', 'class_penalty', 'Segmentation', 'RegionSegmentation', 'Classification', 'Regression',
-           'task_problems', 'build_task', 'config_task']
+           'task_problems', 'build_task', 'config_task', 'task_of']
 
 # %% ../nbs/06a_tasks.ipynb #8ed40f34
 @dataclass
@@ -290,3 +290,9 @@ def config_task(model: ModelConfig, loss_function: str, metrics: list[str], sour
     "The task a config describes, or a `ConfigError` from `source` naming each key that does not serve it."
     if problems := task_problems(model, loss_function, metrics): raise ConfigError(source, problems)
     return build_task(model, loss_function, scaling_factor)
+
+def task_of(cfg: MedlabConfig,        # a whole run config: its model, loss, metrics and scaling_factor are read
+            source: str = 'config'    # where the config came from, for the error
+           ) -> Task:
+    "The task `cfg` describes (`config_task` of its parts, `scaling_factor` included), or a `ConfigError` naming each key that does not serve it."
+    return config_task(cfg.model, cfg.loss_function, cfg.metrics, source, cfg.scaling_factor)

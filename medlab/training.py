@@ -26,6 +26,7 @@ import_monai()  # before any MONAI import: skips a slow optional dependency (see
 from monai.data import get_track_meta, set_track_meta
 
 import medlab
+from .callbacks import Callback, EpochRecord, tracking_callbacks
 from .config import ConfigError, MedlabConfig, config_from_dict, update_config
 from .data import Subject
 from .loader import PatchQueue, epoch_seed
@@ -36,14 +37,15 @@ from .optim import build_optimizer, build_scheduler, per_batch, step_scheduler
 from .predictor import Predictor, pick_device, reference_info
 from .run import LOG_KINDS, RunConflictError, RunFolder, config_differences
 from .split import Split, check_split, load_split, split_differences
-from .tasks import Task, class_penalty, config_task
+from .tasks import Task, class_penalty, task_of
 from .tuning import tune_trainer
 from .utils import atomic_path, duration, in_kernel, is_interactive, progress_bar, seed_everything
 
 # %% auto #0
 __all__ = ['TrainResult', 'run_seconds', 'split_by_class', 'EarlyStopping', 'training_penalty', 'Trainer', 'TrainingDiverged',
-           'TrainingInterrupted', 'ExportFailed', 'StopRequested', 'EpochReport', 'epoch_line', 'interruption',
-           'plot_curves', 'import_dynamo_in_background', 'export_trained', 'process_group', 'train']
+           'TrainingInterrupted', 'ExportFailed', 'StopRequested', 'EpochReport', 'epoch_line', 'EventLog',
+           'ProgressLine', 'OnEpochFunction', 'ExportAtEnd', 'interruption', 'plot_curves',
+           'import_dynamo_in_background', 'export_trained', 'process_group', 'train']
 
 # %% ../nbs/11_training.ipynb #44b53c8b
 @dataclass
@@ -172,7 +174,7 @@ class Trainer:
         self.grid_of = {}  # subject -> the pre-processed grid it was scored on (when pre-processing moves the grid)
         self.epoch = self.step = 0
         self.saved_epoch = 0               # the epoch `model_latest.pt` holds: where a new run resumes
-        self.stop = self.on_epoch = None   # see `fit`
+        self.stop, self.callbacks, self.first_epoch = None, [], 1   # see `fit`
 
     @property
     def monitor(self) -> str: return self.stopping.monitor
@@ -309,13 +311,12 @@ class EpochReport:
     "One line per epoch: widget bars in JupyterLab; headless plain lines (in a notebook kernel, one output that grows)."
     def __init__(self, first: int, num_epochs: int, verbose: bool = False):
         self.interactive, self.lines, self.display_id, self.verbose = is_interactive(), [], None, verbose
-        self.epochs = progress_bar(range(first, num_epochs + 1), desc='epochs', initial=first - 1, total=num_epochs) \
-            if self.interactive else range(first, num_epochs + 1)
+        self.epochs = progress_bar(desc='epochs', initial=first - 1, total=num_epochs) if self.interactive else None
 
     def say(self, line: str, **postfix):
         "Report one epoch's `line` (and, in JupyterLab, `postfix` on the epochs bar)."
         if self.interactive:
-            self.epochs.set_postfix(**postfix)
+            self.epochs.update(1); self.epochs.set_postfix(**postfix)
             if self.verbose: print(line, flush=True)
             return
         self.lines.append(line)
@@ -337,11 +338,41 @@ def epoch_line(epoch: int, num_epochs: int, train_row: dict, val_row: dict, moni
     return (f"epoch {epoch}/{num_epochs}: loss {train_row['loss']:.4f}, validation loss {val_row['loss']:.4f}, "
             f"{monitor} {val_row[monitor]:.4f}{' (best)' if best else ''}, {duration(seconds)}{left}")
 
+# %% ../nbs/11_training.ipynb #d00334f6
+class EventLog(Callback):
+    "The `epoch` event of `events.jsonl`: the monitored value, the best epoch, whether early stopping ends the run."
+    every_process = True
+    def on_epoch_end(self, trainer, record: EpochRecord):
+        trainer.run.log_event('epoch', epoch=record.epoch, **{record.monitor: record.validation[record.monitor]},
+                              best_epoch=record.best_epoch, stopped=record.stopped)
+
+class ProgressLine(Callback):
+    "The epoch's line: a bar in JupyterLab, plain lines headless (see `EpochReport`)."
+    def on_fit_start(self, trainer): self.report = EpochReport(trainer.first_epoch, trainer.cfg.num_epochs, trainer.cfg.verbose)
+    def on_epoch_end(self, trainer, record: EpochRecord):
+        self.report.say(record.line, loss=f"{record.train['loss']:.3f}", **{record.monitor: f'{record.validation[record.monitor]:.3f}'})
+    def teardown(self, trainer):
+        if hasattr(self, 'report'): self.report.close()
+
+class OnEpochFunction(Callback):
+    "Call `fn(info)` after each epoch with the dict `train(on_epoch=...)` has always given: the record's keys and `curves`."
+    def __init__(self, fn): self.fn = fn
+    def on_epoch_end(self, trainer, record: EpochRecord):
+        self.fn({**record.as_dict(), 'curves': str(plot_curves(trainer.run.path))})
+
+class ExportAtEnd(Callback):
+    "Export a finished run as `cfg.export` says (not a stopped one: it resumes later)."
+    def on_fit_end(self, trainer, result):
+        if not result.stopped and trainer.run.has('best'): export_trained(trainer.run, trainer.cfg)
+
 # %% ../nbs/11_training.ipynb #08a3d363
-def _fit(self: Trainer, resume_from: dict | None = None, on_epoch=None, stop: threading.Event | None = None) -> TrainResult:
+def _fit(self: Trainer, resume_from: dict | None = None, on_epoch=None, stop: threading.Event | None = None,
+         callbacks: list[Callback] = ()) -> TrainResult:
     "Train until `num_epochs`, early stopping or `stop`, continuing `resume_from` (a latest checkpoint) when given."
-    self.on_epoch, self.stop = on_epoch, stop
-    first = 1 if resume_from is None else resume_from['epoch'] + 1
+    self.stop, self.first_epoch = stop, 1 if resume_from is None else resume_from['epoch'] + 1
+    every = [EventLog(), ProgressLine(), *([OnEpochFunction(on_epoch)] if on_epoch is not None else []), *callbacks]
+    self.callbacks = [c for c in every if c.every_process or self.shard[0] == 0]  # rank 0 alone writes the run folder
+    first = self.first_epoch
     if first <= self.cfg.num_epochs and not (resume_from and resume_from['bad_epochs'] >= self.cfg.patience):
         self.queue.start(first)  # epoch `first`'s first batch is read while the optimizer waits for torch._dynamo
     self.optimizer = build_optimizer(self.model.parameters(), self.cfg.learning_rate, self.cfg.optimizer)
@@ -349,29 +380,34 @@ def _fit(self: Trainer, resume_from: dict | None = None, on_epoch=None, stop: th
     self.learning_rate = self.cfg.learning_rate
     if resume_from is not None: self.resume(resume_from)
     else: self.save('initial', 0, {})
-    report, spent = EpochReport(first, self.cfg.num_epochs, self.cfg.verbose), []
     try:
-        for epoch in report.epochs:
-            if self.stopping.should_stop: break
-            if stop is not None and stop.is_set(): raise StopRequested(epoch, 0)
-            train_row = self.train_epoch(epoch)
-            scores = self.evaluate(self.split.validation, self.metrics['validation'], 'validation' if self.cfg.save_output else None)
-            seconds = scores.pop('seconds')
-            val_row = {'epoch': epoch, **scores, 'learning_rate': train_row['learning_rate'], 'seconds': seconds}
-            stopped = self.on_epoch_end(epoch, train_row, val_row)
-            self.run.log_event('epoch', epoch=epoch, **{self.monitor: val_row[self.monitor]}, best_epoch=self.stopping.best_epoch, stopped=stopped)
-            spent.append(train_row['seconds'] + seconds)
-            eta = 0.0 if stopped else float(np.mean(spent)) * (self.cfg.num_epochs - epoch)
-            line = epoch_line(epoch, self.cfg.num_epochs, train_row, val_row, self.monitor, self.stopping.best_epoch == epoch, spent[-1], eta)
-            if self.shard[0] == 0: report.say(line, loss=f"{train_row['loss']:.3f}", **{self.monitor: f'{val_row[self.monitor]:.3f}'})
-            if on_epoch is not None:
-                on_epoch({'epoch': epoch, 'num_epochs': self.cfg.num_epochs, 'train': train_row, 'validation': val_row,
-                          'seconds': spent[-1], 'eta_seconds': eta, 'best_epoch': self.stopping.best_epoch, 'monitor': self.monitor,
-                          'line': line, 'output_dir': str(self.run.path), 'curves': str(plot_curves(self.run.path))})
-    except StopRequested as where:
-        return self.stopped(*where.args)
-    finally: report.close()
-    return self.finish()
+        for c in self.callbacks: c.on_fit_start(self)
+        try: self.epochs(first)
+        except StopRequested as where: result = self.stopped(*where.args)
+        else: result = self.finish()
+        for c in self.callbacks: c.on_fit_end(self, result)
+        return result
+    finally:
+        for c in self.callbacks: c.teardown(self)
+
+def _epochs(self: Trainer, first: int):
+    "Epochs `first`.. until `num_epochs` or early stopping; after each, the callbacks get its `EpochRecord`."
+    spent = []
+    for epoch in range(first, self.cfg.num_epochs + 1):
+        if self.stopping.should_stop: break
+        if self.stop is not None and self.stop.is_set(): raise StopRequested(epoch, 0)
+        train_row = self.train_epoch(epoch)
+        scores = self.evaluate(self.split.validation, self.metrics['validation'], 'validation' if self.cfg.save_output else None)
+        seconds = scores.pop('seconds')
+        val_row = {'epoch': epoch, **scores, 'learning_rate': train_row['learning_rate'], 'seconds': seconds}
+        stopped = self.on_epoch_end(epoch, train_row, val_row)   # logs, checkpoints, early stopping: before any callback
+        spent.append(train_row['seconds'] + seconds)
+        eta = 0.0 if stopped else float(np.mean(spent)) * (self.cfg.num_epochs - epoch)
+        best = self.stopping.best_epoch
+        line = epoch_line(epoch, self.cfg.num_epochs, train_row, val_row, self.monitor, best == epoch, spent[-1], eta)
+        record = EpochRecord(epoch, self.cfg.num_epochs, dict(train_row), dict(val_row), spent[-1], eta, best, self.monitor,
+                             line, str(self.run.path), stopped)
+        for c in self.callbacks: c.on_epoch_end(self, record)
 
 def _result(self: Trainer, testing: dict | None = None, **extra) -> TrainResult:
     "The result so far: the best epoch's validation row, and `testing` when the test split was scored."
@@ -413,7 +449,7 @@ def interruption(self: Trainer) -> str:
     if self.saved_epoch >= self.epoch: return f'interrupted after epoch {self.epoch} of {n}; run again to go on from there'
     return f'stopped during epoch {self.epoch} of {n}; run again to resume from epoch {self.saved_epoch + 1}'
 
-Trainer.fit, Trainer.result, Trainer.stopped, Trainer.finish, Trainer.interruption = _fit, _result, _stopped, _finish, interruption
+Trainer.fit, Trainer.epochs, Trainer.result, Trainer.stopped, Trainer.finish, Trainer.interruption = _fit, _epochs, _result, _stopped, _finish, interruption
 
 # %% ../nbs/11_training.ipynb #7c3403ee
 def plot_curves(run_dir: str | Path) -> Path:
@@ -528,16 +564,18 @@ def train(cfg: MedlabConfig,                  # the run's config, from `load_con
           split: Split | str | Path | None = None,  # the subjects (a `Split` or a split.csv); None: from `data_csv`
           resume: bool = True,                # continue a stopped run in `cfg.output_dir`; False starts it over
           on_epoch=None,                      # called after each epoch with a dict (see `Trainer.fit`)
-          stop: threading.Event | None = None # set it to end the run after the current step (it resumes later)
+          stop: threading.Event | None = None, # set it to end the run after the current step (it resumes later)
+          callbacks: list[Callback] = ()      # more hooks of the loop (`medlab.callbacks.Callback`), after medlab's own
          ) -> TrainResult:
     "Train a model as `cfg` says and write the run folder; returns the best validation metrics."
     started = time.time()
     import_dynamo_in_background()
     cfg = config_from_dict(cfg.model_dump(mode='json'), 'config')  # a private copy: the caller's may be edited by a panel
-    task, run = config_task(cfg.model, cfg.loss_function, cfg.metrics, scaling_factor=cfg.scaling_factor), RunFolder(cfg.output_dir)
+    task, run = task_of(cfg), RunFolder(cfg.output_dir)
     run.check_writable()              # a folder of the user's files: refused before a checkpoint in it is read or a lock written
     rank, world, device = process_group(cfg.accelerator)
     cfg = _tuned_before(run, cfg, resume)
+    callbacks = [*callbacks, *tracking_callbacks(cfg.tracking), *([ExportAtEnd()] if cfg.export.enabled else [])]  # a missing tracker: refused here
     latest = _previous_run(run, cfg, resume)  # every process resumes from the same checkpoint
     if (done := _already_done(run, cfg, latest)) is not None:
         if rank == 0: print(done, flush=True)
@@ -566,9 +604,7 @@ def train(cfg: MedlabConfig,                  # the run's config, from `load_con
             run.log_event('start', at=started, task=task.name, resumed_from_epoch=latest['epoch'] if latest else None,
                           subjects={k: len(v) for k, v in split.items()}, penalty=trainer.penalty, processes=world)
             if latest is not None and rank == 0: print(f"{run.path}: resuming at epoch {latest['epoch'] + 1} of {cfg.num_epochs}", flush=True)
-            result = trainer.fit(latest, on_epoch, stop)
-            if cfg.export.enabled and run.has('best') and rank == 0 and not result.stopped: export_trained(run, cfg)
-            return result
+            return trainer.fit(latest, on_epoch, stop, callbacks)
         except KeyboardInterrupt:
             where = trainer.interruption() if trainer is not None else 'interrupted before training began; run again to start it'
             run.log_event('interrupted', epoch=trainer.epoch if trainer else 0, step=trainer.step if trainer else 0)

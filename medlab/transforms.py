@@ -24,9 +24,9 @@ from .utils import Registry, Spec
 # %% auto #0
 __all__ = ['PREPROCESSORS', 'RUIFROK_STAINS', 'SPATIAL_PREPROCESSORS', 'POSTPROCESSORS', 'preprocessing_specs', 'Steps',
            'build_preprocessing', 'PerChannel', 'RegionZScored', 'HistogramMatchd', 'AdaptiveEqualized',
-           'AlphaChanneld', 'optical_density', 'stained_fraction', 'RuifrokNormalizer', 'stain_normalizer', 'read_rgb',
-           'StainNormalized', 'align_channels', 'nonzero_box', 'GridSteps', 'grid_info', 'to_reference', 'PerLabel',
-           'postprocessing_specs', 'build_postprocessing', 'value_mapping']
+           'AlphaChanneld', 'stain_optical_density', 'stained_fraction', 'RuifrokNormalizer', 'stain_normalizer',
+           'read_rgb', 'StainNormalized', 'align_channels', 'nonzero_box', 'GridSteps', 'grid_info', 'to_reference',
+           'PerLabel', 'postprocessing_specs', 'build_postprocessing', 'value_mapping']
 
 # %% ../nbs/08_transforms.ipynb #2aef69e0
 PREPROCESSORS = Registry('pre-processing transform')
@@ -186,13 +186,14 @@ RUIFROK_STAINS = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11]])  # optical d
 _IO, _BETA = 240.0, 0.15          # torchstain's defaults: transmitted light, and the optical density below which a pixel is glass
 _MIN_STAINED = 0.01               # fraction of stained pixels below which an image is left unchanged
 
-def optical_density(rgb: np.ndarray) -> np.ndarray:
-    "Optical density -log((I + 1) / Io) of RGB values (N, 3) in 0..255, as torchstain computes it."
+def stain_optical_density(rgb: np.ndarray) -> np.ndarray:
+    "Optical density -log((I + 1) / Io) of RGB values (N, 3) in 0..255 per channel, as torchstain computes it for stain separation."
+    # not medlab.slides.summed_optical_density: that one sums the channels (I0 = 256) to tell tissue from glass
     return -np.log((np.asarray(rgb, np.float64) + 1) / _IO)
 
 def stained_fraction(rgb: np.ndarray) -> float:
     "The fraction of pixels (N, 3) whose optical density reaches `_BETA` in every channel (Macenko's stained pixels)."
-    return float((optical_density(rgb) >= _BETA).all(-1).mean())
+    return float((stain_optical_density(rgb) >= _BETA).all(-1).mean())
 
 class RuifrokNormalizer:
     "Ruifrok's stain vectors for every image; each stain's amount scaled so its 99th percentile is the reference's."
@@ -200,14 +201,14 @@ class RuifrokNormalizer:
 
     def concentrations(self, rgb: np.ndarray) -> np.ndarray:
         "Amounts (N, 2) of H and E of RGB pixels (N, 3), by least squares on the optical density."
-        return np.linalg.lstsq(self.stains.T, optical_density(rgb).T, rcond=None)[0].T
+        return np.linalg.lstsq(self.stains.T, stain_optical_density(rgb).T, rcond=None)[0].T
 
     def fit(self, rgb: np.ndarray): self.max_ref = np.percentile(self.concentrations(rgb.reshape(-1, 3)), 99, axis=0)
 
     def normalize(self, rgb: np.ndarray) -> np.ndarray:
         c = self.concentrations(rgb.reshape(-1, 3))
         c *= self.max_ref / np.maximum(np.percentile(c, 99, axis=0), 1e-6)
-        return np.clip(_IO * np.exp(-c @ self.stains) - 1, 0, 255).reshape(rgb.shape)   # the inverse of `optical_density`
+        return np.clip(_IO * np.exp(-c @ self.stains) - 1, 0, 255).reshape(rgb.shape)   # the inverse of `stain_optical_density`
 
 def stain_normalizer(extractor: str,   # 'ruifrok', 'macenko' or 'reinhard'
                      reference: np.ndarray  # the reference patch, RGB (x, y, 3) in 0..255

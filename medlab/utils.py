@@ -28,10 +28,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, field_validator
 
 # %% auto #0
-__all__ = ['closest', 'did_you_mean', 'Registry', 'Spec', 'disk_full_error', 'atomic_path', 'write_text_atomic', 'path_inside',
-           'strict_json', 'write_json_atomic', 'seed_everything', 'import_monai', 'is_interactive', 'template_path',
-           'check_parameters', 'duration', 'PlainProgress', 'progress_bar', 'in_kernel', 'display_bundle',
-           'SummarySlot', 'summary_slot', 'summary_slot_error', 'Strict']
+__all__ = ['DECLINED_FOR_MONAI', 'closest', 'did_you_mean', 'Registry', 'Spec', 'disk_full_error', 'atomic_path',
+           'write_text_atomic', 'path_inside', 'strict_json', 'write_json_atomic', 'seed_everything', 'import_monai',
+           'is_interactive', 'template_path', 'check_parameters', 'duration', 'PlainProgress', 'progress_bar',
+           'in_kernel', 'display_bundle', 'SummarySlot', 'summary_slot', 'summary_slot_error', 'Strict']
 
 # %% ../nbs/00_utils.ipynb #bf9f5315
 def closest(name: str,             # what the user wrote
@@ -161,14 +161,17 @@ def seed_everything(seed: int):
     torch.manual_seed(seed)
 
 # %% ../nbs/00_utils.ipynb #f7a47e74
+DECLINED_FOR_MONAI = ('rfc3987_syntax', 'mlflow', 'tensorboard', 'torch.utils.tensorboard')  # optional imports MONAI makes at import time, unused by medlab
+
 def import_monai():
-    "Import MONAI without jsonschema's slow optional IRI checker; a no-op once MONAI is imported."
+    "Import MONAI without the optional modules of `DECLINED_FOR_MONAI` (slow, unused); a no-op once MONAI is imported."
     if 'monai' in sys.modules: return
-    declined = 'rfc3987_syntax' not in sys.modules
-    if declined: sys.modules['rfc3987_syntax'] = None  # makes `import rfc3987_syntax` raise ImportError
+    declined = [m for m in DECLINED_FOR_MONAI if m not in sys.modules]
+    for m in declined: sys.modules[m] = None  # makes `import m` raise ImportError
     try: import monai  # noqa: F401
     finally:
-        if declined and sys.modules.get('rfc3987_syntax', 0) is None: del sys.modules['rfc3987_syntax']
+        for m in declined:
+            if sys.modules.get(m, 0) is None: del sys.modules[m]
 
 # %% ../nbs/00_utils.ipynb #a65e1d2d
 def is_interactive() -> bool:
