@@ -39,3 +39,37 @@ def shared_data(*parts) -> Path:
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists(): pytest.skip(f'{path} is absent: the real-data tests need ../shared/data beside the repo')
     return path
+
+
+def tiny_config(tmp_path: Path, num_epochs: int = 3, **changes):
+    "Six 32x32 sample subjects under `tmp_path/data`, a 4-filter U-Net: a run of a few seconds."
+    import medlab
+    csv = tmp_path / 'data' / 'data.csv'
+    if not csv.exists(): medlab.make_sample_data(tmp_path / 'data', n_subjects=6, size=32)
+    return medlab.MedlabConfig(**{'data_csv': str(csv), 'output_dir': str(tmp_path / 'run'), 'patch_size': [32, 32],
+                                  'num_epochs': num_epochs, 'batch_size': 4, 'q_samples_per_volume': 1, 'patience': 10,
+                                  'model': {'class_list': [0, 1, 2], 'base_filters': 4},
+                                  'metrics': ['dice', 'dice_per_label'], 'export': {'enabled': False}, **changes})
+
+
+def load_with_notes(path, **overrides):
+    "Load a config, returning it with the messages it raised: (config, spelling notes, ignored keys)."
+    import warnings
+    from medlab.config import load_config
+    from medlab.gandlf import GaNDLFSpelling, IgnoredKey
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        cfg = load_config(path, **overrides)
+    notes = [str(w.message).split(': ', 1)[1] for w in caught if w.category is GaNDLFSpelling]
+    ignored = [str(w.message).split(': ', 1)[1].split(' does nothing here')[0] for w in caught if w.category is IgnoredKey]
+    return cfg, notes, ignored
+
+
+@pytest.fixture
+def data(tmp_path):
+    "Six 2D sample subjects (32x32) and a small one-epoch config for them (nothing trained): (tmp_path, csv, config dict)."
+    import medlab
+    csv = medlab.make_sample_data(tmp_path / 'data', n_subjects=6, size=32)
+    cfg = {'data_csv': str(csv), 'output_dir': str(tmp_path / 'run'), 'patch_size': [32, 32], 'num_epochs': 1, 'batch_size': 4,
+           'q_samples_per_volume': 1, 'model': {'class_list': [0, 1, 2], 'base_filters': 4}}
+    return tmp_path, csv, cfg

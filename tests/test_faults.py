@@ -24,15 +24,6 @@ from conftest import ROOT, run_template, write_yaml
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.fixture
-def data(tmp_path):
-    "Six 2D sample subjects and a small config for them (nothing trained)."
-    csv = medlab.make_sample_data(tmp_path / 'data', n_subjects=6, size=32)
-    cfg = {'data_csv': str(csv), 'output_dir': str(tmp_path / 'run'), 'patch_size': [32, 32], 'num_epochs': 1, 'batch_size': 4,
-           'q_samples_per_volume': 1, 'model': {'class_list': [0, 1, 2], 'base_filters': 4}}
-    return tmp_path, csv, cfg
-
-
 def snapshot(folder: Path, skip: Path) -> dict:
     "Every file below `folder` (outside `skip`) with its size and modification time."
     return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob('*') if p.is_file() and skip not in p.parents}

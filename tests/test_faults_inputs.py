@@ -20,15 +20,6 @@ from medlab.tasks import Segmentation, build_task
 from conftest import write_yaml
 
 
-@pytest.fixture
-def data(tmp_path):
-    "Six 2D sample subjects (32x32) and a small config for them (nothing trained)."
-    csv = medlab.make_sample_data(tmp_path / 'data', n_subjects=6, size=32)
-    cfg = {'data_csv': str(csv), 'output_dir': str(tmp_path / 'run'), 'patch_size': [32, 32], 'num_epochs': 1, 'batch_size': 4,
-           'q_samples_per_volume': 1, 'model': {'class_list': [0, 1, 2], 'base_filters': 4}}
-    return tmp_path, csv, cfg
-
-
 def untrained_run(folder, **cfg) -> RunFolder:
     "A run folder holding random weights as its best checkpoint (enough to predict with)."
     cfg = MedlabConfig(output_dir=str(folder), patch_size=[32, 32], **cfg)

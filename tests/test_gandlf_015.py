@@ -13,7 +13,7 @@ import yaml
 import medlab
 from medlab.config import ConfigError, config_from_dict, config_to_yaml, load_config
 from medlab.gandlf import GaNDLFSpelling, IgnoredKey
-from conftest import ROOT
+from conftest import load_with_notes as _load, ROOT
 
 CONFIGS = ROOT.parent / 'shared' / 'gandlf-0.1.5-configs'
 NAMES = sorted(p.name for p in CONFIGS.glob('*.yaml'))
@@ -25,16 +25,6 @@ def config_path(name):
     "A config of ../shared/gandlf-0.1.5-configs, skipping when that folder is absent (a user's clone)."
     if not CONFIGS.is_dir(): pytest.skip(f'{CONFIGS} is absent: these tests read GaNDLF 0.1.5\'s configs from ../shared beside the repo')
     return CONFIGS / name
-
-
-def _load(path, **overrides):
-    "(config, spelling notes, ignored keys) of a YAML file."
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        cfg = load_config(path, **overrides)
-    notes = [str(w.message).split(': ', 1)[1] for w in caught if w.category is GaNDLFSpelling]
-    ignored = [str(w.message).split(': ', 1)[1].split(' does nothing here')[0] for w in caught if w.category is IgnoredKey]
-    return cfg, notes, ignored
 
 
 def _read(raw):

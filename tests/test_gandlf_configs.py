@@ -1,6 +1,5 @@
 """GaNDLF's own configs as a GaNDLF user brings them (tests/gandlf_configs/: copies, SOURCES.md names each one's commit)."""
 import json
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -10,21 +9,11 @@ import yaml
 
 import medlab
 from medlab.config import ConfigError, MedlabConfig, config_from_dict, config_to_yaml, load_config
-from medlab.gandlf import IGNORED, GaNDLFSpelling, IgnoredKey
-from conftest import ROOT, run_template, write_yaml
+from medlab.gandlf import IGNORED
+from conftest import load_with_notes as _load, ROOT, run_template, write_yaml
 
 CONFIGS = ROOT / 'tests' / 'gandlf_configs'
 TRANSFORM_BLOCKS = ('data_preprocessing', 'data_augmentation', 'data_postprocessing')
-
-
-def _load(path, **overrides):
-    "Load a config, returning it with the messages it raised: (config, spelling notes, ignored keys)."
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        cfg = load_config(path, **overrides)
-    notes = [str(w.message).split(': ', 1)[1] for w in caught if w.category is GaNDLFSpelling]
-    ignored = [str(w.message).split(': ', 1)[1].split(' does nothing here')[0] for w in caught if w.category is IgnoredKey]
-    return cfg, notes, ignored
 
 
 def test_every_key_of_gandlf_0_1_5_schema_is_accepted():

@@ -15,17 +15,7 @@ import medlab
 from medlab.errors import user_message
 from medlab.run import RunFolder
 from medlab.training import Trainer, TrainingInterrupted
-from conftest import run_template, write_yaml
-
-
-def tiny(tmp_path, **changes) -> medlab.MedlabConfig:
-    "Six 32x32 subjects, a 4-filter U-Net, 3 epochs: a run of a few seconds."
-    csv = tmp_path / 'data' / 'data.csv'
-    if not csv.exists(): medlab.make_sample_data(tmp_path / 'data', n_subjects=6, size=32)
-    return medlab.MedlabConfig(**{'data_csv': str(csv), 'output_dir': str(tmp_path / 'run'), 'patch_size': [32, 32],
-                                  'num_epochs': 3, 'batch_size': 4, 'q_samples_per_volume': 1, 'patience': 10,
-                                  'model': {'class_list': [0, 1, 2], 'base_filters': 4},
-                                  'metrics': ['dice', 'dice_per_label'], 'export': {'enabled': False}, **changes})
+from conftest import tiny_config as tiny, run_template, write_yaml
 
 
 def training_logs(run) -> list[pd.DataFrame]:
