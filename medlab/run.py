@@ -244,7 +244,9 @@ class RunFolder:
                 *CHECKPOINTS.values(), *(self.logs_path(k).name for k in LOG_KINDS)}
 
     def _ours(self, name: str) -> bool:
-        return name in (self.marker_file, 'run.lock') or name.startswith('run.lock.stale.') or temporary_of(name) in self.written_names()
+        "True for what may lie in a run folder before the run: its lock and temporaries, and executed notebooks (`papermill templates/train.ipynb RUN/train.ipynb -p output_dir RUN` writes one there first; medlab writes no notebook name, so none is overwritten)."
+        return (name in (self.marker_file, 'run.lock') or name.startswith('run.lock.stale.') or name.endswith('.ipynb')
+                or temporary_of(name) in self.written_names())
 
     def check_writable(self):
         "Refuse a folder that holds files medlab did not write, unless it is a run folder of medlab's (see above)."
