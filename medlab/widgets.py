@@ -125,7 +125,8 @@ LABELS = {  # config key -> the words beside its control (written from the field
     'nested_training.validation': 'validation folds', 'nested_training.stratified': 'stratified folds',
     'export.enabled': 'export after training', 'export.formats': 'export formats', 'export.precision': 'export precisions',
     'version': 'GaNDLF version', 'slide_mpp': 'slide microns per pixel', 'auto_batch_size_find': 'find the batch size',
-    'auto_lr_find': 'find the learning rate',
+    'auto_lr_find': 'find the learning rate', 'tracking.tensorboard': 'TensorBoard', 'tracking.mlflow': 'MLflow',
+    'tracking.experiment': 'MLflow experiment',
 }
 
 PARAMETER_LABELS = {  # template parameter -> the words beside its control
