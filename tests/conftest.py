@@ -73,3 +73,21 @@ def data(tmp_path):
     cfg = {'data_csv': str(csv), 'output_dir': str(tmp_path / 'run'), 'patch_size': [32, 32], 'num_epochs': 1, 'batch_size': 4,
            'q_samples_per_volume': 1, 'model': {'class_list': [0, 1, 2], 'base_filters': 4}}
     return tmp_path, csv, cfg
+
+
+def gandlf_like_data(folder: Path, task: str, n_subjects: int = 10, num_channels: int = 1, classes: int = 3) -> Path:
+    "Small 2D data in the form GaNDLF's own tests use: 128x128 images, masks of 0 and 255, `classes` classes, or a number."
+    import pandas as pd
+    import SimpleITK as sitk
+    import medlab
+    csv = medlab.make_sample_data(folder, dimension=2, n_subjects=n_subjects, size=128, num_channels=num_channels,
+                                  task='regression' if task == 'regression' else 'segmentation')
+    df = pd.read_csv(csv)
+    if task == 'segmentation':
+        for path in df.Label:
+            mask = sitk.ReadImage(str(folder / path))
+            sitk.WriteImage(sitk.Cast(mask > 0, sitk.sitkUInt8) * 255, str(folder / path))
+    if task == 'classification':
+        df = df.drop(columns='Label').assign(ValueToPredict=[i % classes for i in range(len(df))])
+    df.to_csv(csv, index=False)
+    return csv

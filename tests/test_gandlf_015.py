@@ -13,7 +13,7 @@ import yaml
 import medlab
 from medlab.config import ConfigError, config_from_dict, config_to_yaml, load_config
 from medlab.gandlf import GaNDLFSpelling, IgnoredKey
-from conftest import load_with_notes as _load, ROOT
+from conftest import gandlf_like_data, load_with_notes as _load, ROOT
 
 CONFIGS = ROOT.parent / 'shared' / 'gandlf-0.1.5-configs'
 NAMES = sorted(p.name for p in CONFIGS.glob('*.yaml'))
@@ -115,19 +115,8 @@ def test_a_classifier_ending_in_logits_is_read_as_gandlf_reads_it():
 # -- training, one epoch each, on small data of the right shape ---------------------------------------------------
 
 def _data(folder, task, num_channels=1, classes=3):
-    """Seven 128x128 subjects (the fewest that fold five ways: four train, one validates, two test), as GaNDLF's tests use them:
-    masks of 0 and 255, or a class, or a number."""
-    csv = medlab.make_sample_data(folder, dimension=2, n_subjects=7, size=128, num_channels=num_channels,
-                                  task='regression' if task == 'regression' else 'segmentation')
-    df = pd.read_csv(csv)
-    if task == 'segmentation':
-        for path in df.Label:
-            mask = sitk.ReadImage(str(folder / path))
-            sitk.WriteImage(sitk.Cast(mask > 0, sitk.sitkUInt8) * 255, str(folder / path))
-    if task == 'classification':
-        df = df.drop(columns='Label').assign(ValueToPredict=[i % classes for i in range(len(df))])
-    df.to_csv(csv, index=False)
-    return csv
+    "Seven subjects: the fewest that fold five ways (four train, one validates, two test)."
+    return gandlf_like_data(folder, task, 7, num_channels, classes)
 
 
 def _train_one_epoch(tmp_path, name, task, **data):

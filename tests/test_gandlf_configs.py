@@ -10,7 +10,7 @@ import yaml
 import medlab
 from medlab.config import ConfigError, MedlabConfig, config_from_dict, config_to_yaml, load_config
 from medlab.gandlf import IGNORED
-from conftest import load_with_notes as _load, ROOT, run_template, write_yaml
+from conftest import gandlf_like_data, load_with_notes as _load, ROOT, run_template, write_yaml
 
 CONFIGS = ROOT / 'tests' / 'gandlf_configs'
 TRANSFORM_BLOCKS = ('data_preprocessing', 'data_augmentation', 'data_postprocessing')
@@ -134,24 +134,10 @@ def test_a_config_gandlf_cannot_parse_gets_the_line():
 
 # -- GaNDLF's testing configs train, unchanged -------------------------------------------------------------------
 
-def _gandlf_like_data(folder, task):
-    "Small 2D data in the form GaNDLF's own tests use: 128x128 images, masks of 0 and 255, three classes, a number."
-    csv = medlab.make_sample_data(folder, dimension=2, n_subjects=10, size=128, task='regression' if task == 'regression' else 'segmentation')
-    df = pd.read_csv(csv)
-    if task == 'segmentation':
-        for path in df.Label:
-            mask = sitk.ReadImage(str(folder / path))
-            sitk.WriteImage(sitk.Cast(mask > 0, sitk.sitkUInt8) * 255, str(folder / path))
-    if task == 'classification':
-        df = df.drop(columns='Label').assign(ValueToPredict=[i % 3 for i in range(len(df))])
-    df.to_csv(csv, index=False)
-    return csv
-
-
 @pytest.mark.parametrize('task', ['segmentation', 'classification', 'regression'])
 def test_gandlf_testing_config_trains_one_epoch(tmp_path, task):
     "GaNDLF's testing/config_{task}.yaml, unchanged, trains an epoch through the template with only data_csv and output_dir given."
-    csv, run = _gandlf_like_data(tmp_path / 'data', task), tmp_path / 'run'
+    csv, run = gandlf_like_data(tmp_path / 'data', task), tmp_path / 'run'
     config = CONFIGS / f'testing_config_{task}.yaml'
     run_template('train', tmp_path, config=str(config), data_csv=str(csv), output_dir=str(run))
     metrics = json.loads((run / 'metrics.json').read_text())
