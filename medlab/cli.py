@@ -39,7 +39,7 @@ def anonymize(input: Param('a DICOM file or folder', str), output: Param('a fold
               overwrite: Param('write into a folder holding files anonymize did not write, or made with other settings', store_true) = False,
               debug: Param('show tracebacks', store_true) = False):
     "De-identify DICOM files (PS3.15 Annex E, Basic Application Level Confidentiality Profile) into a folder."
-    from medlab.dicom import anonymize as run
+    from medlab.datasets.dicom import anonymize as run
     result = run(input, output, keep_dates=keep_dates, date_shift_days=shift_days, mapping=mapping,
                  salt=salt or os.environ.get('MEDLAB_DEID_SALT'),   # an environment variable keeps the secret out of shell history and ps
                  keep=[k.strip() for k in keep.split(',') if k.strip()], overwrite=overwrite)
@@ -52,7 +52,7 @@ def convert(input: Param('a folder of DICOM series', str), output: Param('a fold
             overwrite: Param('convert into a folder holding files this tool did not write, and redo changed series', store_true) = False,
             debug: Param('show tracebacks', store_true) = False):
     "Convert each DICOM series under INPUT to one NIfTI file with its geometry."
-    from medlab.dicom import dicom_to_nifti
+    from medlab.datasets.dicom import dicom_to_nifti
     for path in dicom_to_nifti(input, output, overwrite=overwrite): print(path)
 
 @subcommand('construct-csv')
@@ -63,11 +63,11 @@ def construct_csv(input: Param('one folder per subject', str), output: Param('th
                   absolute: Param('write absolute paths', store_true) = False,
                   debug: Param('show tracebacks', store_true) = False):
     "Write the manifest (SubjectID, Channel_0.., Label) of a folder of subject folders."
-    from medlab.prepare import construct_csv as run
+    from medlab.workflows.prepare import construct_csv as run
     print(run(input, [c.strip() for c in channels.split(',') if c.strip()], output, label, relative=not absolute))
 
 def _config(config: str, data_csv: str | None = None, output_dir: str | None = None):
-    from medlab.config import load_config
+    from medlab.core.config import load_config
     return load_config(config, data_csv=data_csv, output_dir=output_dir)
 
 @subcommand('split-csv')
@@ -75,7 +75,7 @@ def _config(config: str, data_csv: str | None = None, output_dir: str | None = N
 def split_csv(config: Param('the YAML (its data_csv, nested_training, seed)', str), output: Param('folder for training/validation/testing.csv', str),
               data_csv: Param("overrides the YAML's data_csv", str) = None, debug: Param('show tracebacks', store_true) = False):
     "Split a manifest as training would, into training.csv, validation.csv and testing.csv."
-    from medlab.prepare import split_csv as run
+    from medlab.workflows.prepare import split_csv as run
     for name, path in run(_config(config, data_csv), output).items(): print(f'{name}: {path}')
 
 @subcommand('preprocess')
@@ -85,7 +85,7 @@ def preprocess(config: Param("the YAML (its data_csv and data_preprocessing)", s
                overwrite: Param('redo every subject, and write into a folder that holds other files', store_true) = False,
                debug: Param('show tracebacks', store_true) = False):
     "Apply the config's data_preprocessing once and write the dataset with a new manifest (redoes only subjects whose settings or inputs changed)."
-    from medlab.prepare import preprocess as run
+    from medlab.workflows.prepare import preprocess as run
     print(run(_config(config, data_csv), output, workers, overwrite=overwrite))
 
 @subcommand('train')
@@ -95,7 +95,7 @@ def train(config: Param('the YAML', str), data_csv: Param("overrides the YAML's 
           fresh: Param('start the run over instead of resuming it', store_true) = False,
           debug: Param('show tracebacks', store_true) = False):
     "Train as the config says (resuming a stopped run in output_dir)."
-    from medlab.training import train as run
+    from medlab.engine.training import train as run
     result = run(_config(config, data_csv, output_dir), resume=not fresh)
     print(f'best epoch {result.best_epoch}: ' + ', '.join(f'{k} {v:.4g}' for k, v in result.best.items() if isinstance(v, float)))
     print(f'run folder: {result.output_dir}')
@@ -106,7 +106,7 @@ def kfold(config: Param('the YAML', str), data_csv: Param("overrides the YAML's 
           output_dir: Param("overrides the YAML's output_dir", str) = None, workers: Param('folds at once', int) = 1,
           executor: Param("'local' or 'dask'", str) = 'local', debug: Param('show tracebacks', store_true) = False):
     "Nested k-fold cross-validation: every fold a run, then the summary."
-    from medlab.crossval import kfold as run
+    from medlab.workflows.crossval import kfold as run
     result = run(config, data_csv=data_csv, output_dir=output_dir, workers=workers, executor=executor)
     print(result.summary.to_string(index=False))
 
@@ -118,7 +118,7 @@ def infer(runs: Param('a run folder or a k-fold folder (comma-separated for seve
           partial: Param('fuse the runs that can predict when a fold or checkpoint is missing (warns)', store_true) = False,
           debug: Param('show tracebacks', store_true) = False):
     "Predict every subject of a manifest with one or more runs (fused), scoring them when the truth is given."
-    from medlab.infer import predict
+    from medlab.workflows.infer import predict
     result = predict(runs.split(',') if ',' in runs else runs, data_csv, output, fusion=fusion, backend=backend, partial=partial)
     print(f'{len(result.predictions)} prediction(s) in {output}')
 
@@ -127,7 +127,7 @@ def infer(runs: Param('a run folder or a k-fold folder (comma-separated for seve
 def cam(run: Param('a run folder', str), data_csv: Param('SubjectID, Channel_0..', str), output: Param('folder for the maps', str),
         methods: Param('comma-separated CAM methods', str) = None, debug: Param('show tracebacks', store_true) = False):
     "Class activation maps for every subject of a manifest."
-    from medlab.explain import DEFAULT_METHOD, cam_csv
+    from medlab.workflows.explain import DEFAULT_METHOD, cam_csv
     table = cam_csv(run, data_csv, output, methods.split(',') if methods else DEFAULT_METHOD)
     print(f'{len(table)} map(s) in {output}')
 
@@ -137,7 +137,7 @@ def export(run: Param('a run folder', str), output: Param("default: the run's ex
            formats: Param('comma-separated: openvino, onnx', str) = 'openvino', precision: Param('comma-separated: fp32, fp16, int8', str) = 'fp32',
            debug: Param('show tracebacks', store_true) = False):
     "Export a run's model for deployment (OpenVINO and/or ONNX), with parity checks."
-    from medlab.deploy import export_run
+    from medlab.workflows.deploy import export_run
     result = export_run(run, output, formats.split(','), precision.split(','))
     print(result.table.to_string(index=False))
 
@@ -149,7 +149,7 @@ def run_template(template: Param('a template name (train, infer, kfold, cam, exp
                  debug: Param('show tracebacks', store_true) = False):
     "Run any template notebook headless through papermill with its parameters."
     import papermill as pm
-    from medlab.utils import template_path
+    from medlab.core.utils import template_path
     path = Path(template) if template.endswith('.ipynb') else template_path(template)
     params = {k: _value(v) for k, v in (p or [])}
     pm.execute_notebook(str(path), output, parameters=params, cwd=str(path.parent), progress_bar=False)
@@ -170,8 +170,8 @@ def verify_install(debug: Param('show tracebacks', store_true) = False):
         module = importlib.import_module(name)
         print(f'{name:10s} {getattr(module, "__version__", "?")}')
     import torch
-    from medlab.config import ModelConfig
-    from medlab.models import build_model
+    from medlab.core.config import ModelConfig
+    from medlab.nets.models import build_model
     net = build_model(ModelConfig(base_filters=4), 2)
     loss = net(torch.randn(1, 1, 32, 32)).mean()
     loss.backward()
@@ -182,8 +182,8 @@ def verify_install(debug: Param('show tracebacks', store_true) = False):
 def recover_config(run: Param('a run folder', str), output: Param('the YAML to write', str),
                    debug: Param('show tracebacks', store_true) = False):
     "Write the config a run was trained with (from its folder, or from its checkpoint when config.yaml is gone)."
-    from medlab.config import config_from_dict, save_config
-    from medlab.run import RunFolder
+    from medlab.core.config import config_from_dict, save_config
+    from medlab.engine.run import RunFolder
     folder = RunFolder(run)
     if (folder.path / folder.config_file).is_file(): cfg = folder.config()
     else:
@@ -225,7 +225,7 @@ def mine_patches(slide: Param('the slide (SVS, tiled TIFF, ...)', str), output: 
                  fresh: Param('start over instead of resuming a stopped run', store_true) = False,
                  debug: Param('show tracebacks', store_true) = False):
     "Mine a slide's tissue into square patches and a patch CSV (SubjectID, Channel_0, ..., x, y, size, level)."
-    from medlab.mining import PatchFilter, mine_patches as run
+    from medlab.histology.mining import PatchFilter, mine_patches as run
     result = run(slide, output, patch_size, microns, level, magnification, mpp, overlap, min_tissue,
                  None if no_filter else PatchFilter(), labels, task, _quotas(quotas), max_patches, store, workers,
                  slide_mpp=slide_mpp, fresh=fresh, result=True)
@@ -239,7 +239,7 @@ def deidentify_slide(input: Param('the slide (SVS or tiled TIFF); never changed'
                      overwrite: Param('replace OUTPUT if it exists', store_true) = False,
                      debug: Param('show tracebacks', store_true) = False):
     "Copy a slide without label and macro images and identifying tags; level-0 tiles unchanged."
-    from medlab.slides import deidentify_slide as run, slide_identifiers
+    from medlab.datasets.slides import deidentify_slide as run, slide_identifiers
     found = slide_identifiers(input)
     path = run(input, output, overwrite)
     print('removed: ' + ('; '.join(found) if found else 'nothing identifying was found'))
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage()); return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
-        from medlab.utils import did_you_mean
+        from medlab.core.utils import did_you_mean
         print(f"medlab: unknown subcommand '{name}'; {did_you_mean(name, SUBCOMMANDS)}\n\n{_usage()}", file=sys.stderr)
         return 2
     fn = SUBCOMMANDS[name].__wrapped__  # the function under `call_parse`, given the parsed arguments

@@ -1,5 +1,6 @@
-"""The shape of the package: no import cycles among medlab's modules (imports inside functions count), and
-`import medlab` stays light (no torch)."""
+"""The shape of the package: its floors (`medlab.FLOORS`) import only downwards, no import cycles among medlab's
+modules (imports inside functions count), module paths from before the floors still import, and `import medlab`
+stays light (no torch)."""
 import ast
 import subprocess
 import sys
@@ -44,7 +45,7 @@ def import_edges(package: Path) -> dict[str, dict[str, list[tuple[str, int]]]]:
         for node in ast.walk(ast.parse(f.read_text(), str(f))):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 for target in imported_modules(module, node, mods):
-                    edges.setdefault(module, {}).setdefault(target, []).append((f.name, node.lineno))
+                    edges.setdefault(module, {}).setdefault(target, []).append((f.relative_to(package.parent).as_posix(), node.lineno))
     return edges
 
 
@@ -72,8 +73,40 @@ def describe(group: list[str], edges: dict) -> str:
     lines = [f"cycle: {' <-> '.join(group)}"]
     for a in group:
         for b in group:
-            for file, line in edges.get(a, {}).get(b, []): lines.append(f'  {a} imports {b}: medlab/{file}:{line}')
+            for file, line in edges.get(a, {}).get(b, []): lines.append(f'  {a} imports {b}: {file}:{line}')
     return '\n'.join(lines)
+
+
+def floor_of(module: str, floors: tuple[str, ...]) -> int:
+    "The floor a module sits on: its subpackage's place in `floors`; the facade and the CLI are above them all."
+    parts = module.split('.')
+    return floors.index(parts[1]) if len(parts) > 2 and parts[1] in floors else len(floors)
+
+
+def upward_imports(edges: dict, floors: tuple[str, ...]) -> list[str]:
+    "Each import from a floor to one above it, as 'importer (floor) imports imported (floor): file:line'."
+    found = []
+    for a, targets in sorted(edges.items()):
+        for b, where in sorted(targets.items()):
+            if floor_of(b, floors) > floor_of(a, floors):
+                found += [f'{a} imports {b}, a floor up: {file}:{line}' for file, line in where]
+    return found
+
+
+def test_floors_import_only_downwards():
+    import medlab
+    found = upward_imports(import_edges(PACKAGE), medlab.FLOORS)
+    assert not found, f'imports that point up the floors {" < ".join(medlab.FLOORS)} (move the shared thing down):\n' + '\n'.join(found)
+
+
+def test_the_checker_finds_an_upward_import(tmp_path):
+    pkg = tmp_path / 'medlab'
+    for floor in ('core', 'ui'): (pkg / floor).mkdir(parents=True); (pkg / floor / '__init__.py').write_text('')
+    (pkg / '__init__.py').write_text('')
+    (pkg / 'core' / 'a.py').write_text('def late():\n    from medlab.ui.b import panel\n')
+    (pkg / 'ui' / 'b.py').write_text('from medlab.core.a import late\npanel = 1\n')
+    test = upward_imports(import_edges(pkg), ('core', 'ui'))
+    assert test == ['medlab.core.a imports medlab.ui.b, a floor up: medlab/core/a.py:2'], test
 
 
 def test_no_import_cycles():
@@ -96,8 +129,9 @@ def test_the_checker_finds_a_cycle_and_names_its_imports(tmp_path):
     assert 'medlab.a imports medlab.b: medlab/a.py:2' in text and 'medlab.b imports medlab.a: medlab/b.py:3' in text
 
 
-@pytest.mark.parametrize('name, module', [('preview_augmentations', 'medlab.previews'), ('histology_panel', 'medlab.widgets'),
-                                          ('load_run', 'medlab.predictor'), ('export_run', 'medlab.deploy')])
+@pytest.mark.parametrize('name, module', [('preview_augmentations', 'medlab.ui.previews'), ('histology_panel', 'medlab.ui.widgets'),
+                                          ('load_run', 'medlab.engine.predictor'), ('export_run', 'medlab.engine.export'),
+                                          ('train', 'medlab.engine.training'), ('read_manifest', 'medlab.datasets.manifest')])
 def test_moved_names_keep_their_public_door(name, module):
     "The lazy facade still gives each name, from its new home."
     import medlab
@@ -109,6 +143,26 @@ def test_openvino_network_is_importable_from_its_old_module():
     from medlab.backends import OpenVINONetwork
     from medlab.deploy import OpenVINONetwork as old
     assert old is OpenVINONetwork
+
+
+def test_every_module_path_from_before_the_floors_imports_its_new_home():
+    "`from medlab.training import train` and the like, written before the floors, give the very same objects."
+    import importlib
+    import medlab
+    for old, new in medlab.MOVED.items():
+        assert importlib.import_module(f'medlab.{old}') is importlib.import_module(f'medlab.{new}'), old
+    from medlab.data import read_manifest
+    assert read_manifest is medlab.read_manifest
+
+
+def test_a_bundle_written_before_the_floors_still_builds_its_network():
+    "A MONAI bundle's `_target_: medlab.networks.FCN` (the path bundles held until 0.1) resolves in a fresh process."
+    code = ("from monai.bundle import ConfigParser; "
+            "net = ConfigParser({'net': {'_target_': 'medlab.networks.FCN', 'spatial_dims': 2, 'in_channels': 1, "
+            "'out_channels': 2, 'features': [4, 8], 'norm': 'batch'}}).get_parsed_content('net'); "
+            "print(type(net).__module__, type(net).__name__)")
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=PACKAGE.parent)
+    assert done.stdout.split() == ['medlab.nets.networks', 'FCN'], done.stderr[-2000:]
 
 
 def test_import_medlab_does_not_import_torch():
