@@ -5,13 +5,19 @@
 # %% ../nbs/18_cli.ipynb #eb40956d
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
 import sys
 import traceback
 from pathlib import Path
 
+import yaml
 from fastcore.script import Param, anno_parser, call_parse, store_true
+
+import medlab
+from .core.config import ModelConfig, config_from_dict, load_config
+from .core.utils import did_you_mean, template_path
 
 # %% auto #0
 __all__ = ['SUBCOMMANDS', 'subcommand', 'anonymize', 'convert', 'construct_csv', 'split_csv', 'preprocess', 'train', 'kfold',
@@ -39,8 +45,7 @@ def anonymize(input: Param('a DICOM file or folder', str), output: Param('a fold
               overwrite: Param('write into a folder holding files anonymize did not write, or made with other settings', store_true) = False,
               debug: Param('show tracebacks', store_true) = False):
     "De-identify DICOM files (PS3.15 Annex E, Basic Application Level Confidentiality Profile) into a folder."
-    from medlab.datasets.dicom import anonymize as run
-    result = run(input, output, keep_dates=keep_dates, date_shift_days=shift_days, mapping=mapping,
+    result = medlab.anonymize(input, output, keep_dates=keep_dates, date_shift_days=shift_days, mapping=mapping,
                  salt=salt or os.environ.get('MEDLAB_DEID_SALT'),   # an environment variable keeps the secret out of shell history and ps
                  keep=[k.strip() for k in keep.split(',') if k.strip()], overwrite=overwrite)
     for line in result.refusals: print(f'refused: {line}', file=sys.stderr)
@@ -52,8 +57,7 @@ def convert(input: Param('a folder of DICOM series', str), output: Param('a fold
             overwrite: Param('convert into a folder holding files this tool did not write, and redo changed series', store_true) = False,
             debug: Param('show tracebacks', store_true) = False):
     "Convert each DICOM series under INPUT to one NIfTI file with its geometry."
-    from medlab.datasets.dicom import dicom_to_nifti
-    for path in dicom_to_nifti(input, output, overwrite=overwrite): print(path)
+    for path in medlab.dicom_to_nifti(input, output, overwrite=overwrite): print(path)
 
 @subcommand('construct-csv')
 @call_parse
@@ -63,11 +67,9 @@ def construct_csv(input: Param('one folder per subject', str), output: Param('th
                   absolute: Param('write absolute paths', store_true) = False,
                   debug: Param('show tracebacks', store_true) = False):
     "Write the manifest (SubjectID, Channel_0.., Label) of a folder of subject folders."
-    from medlab.workflows.prepare import construct_csv as run
-    print(run(input, [c.strip() for c in channels.split(',') if c.strip()], output, label, relative=not absolute))
+    print(medlab.construct_csv(input, [c.strip() for c in channels.split(',') if c.strip()], output, label, relative=not absolute))
 
 def _config(config: str, data_csv: str | None = None, output_dir: str | None = None):
-    from medlab.core.config import load_config
     return load_config(config, data_csv=data_csv, output_dir=output_dir)
 
 @subcommand('split-csv')
@@ -75,8 +77,7 @@ def _config(config: str, data_csv: str | None = None, output_dir: str | None = N
 def split_csv(config: Param('the YAML (its data_csv, nested_training, seed)', str), output: Param('folder for training/validation/testing.csv', str),
               data_csv: Param("overrides the YAML's data_csv", str) = None, debug: Param('show tracebacks', store_true) = False):
     "Split a manifest as training would, into training.csv, validation.csv and testing.csv."
-    from medlab.workflows.prepare import split_csv as run
-    for name, path in run(_config(config, data_csv), output).items(): print(f'{name}: {path}')
+    for name, path in medlab.split_csv(_config(config, data_csv), output).items(): print(f'{name}: {path}')
 
 @subcommand('preprocess')
 @call_parse
@@ -85,8 +86,7 @@ def preprocess(config: Param("the YAML (its data_csv and data_preprocessing)", s
                overwrite: Param('redo every subject, and write into a folder that holds other files', store_true) = False,
                debug: Param('show tracebacks', store_true) = False):
     "Apply the config's data_preprocessing once and write the dataset with a new manifest (redoes only subjects whose settings or inputs changed)."
-    from medlab.workflows.prepare import preprocess as run
-    print(run(_config(config, data_csv), output, workers, overwrite=overwrite))
+    print(medlab.preprocess(_config(config, data_csv), output, workers, overwrite=overwrite))
 
 @subcommand('train')
 @call_parse
@@ -95,8 +95,7 @@ def train(config: Param('the YAML', str), data_csv: Param("overrides the YAML's 
           fresh: Param('start the run over instead of resuming it', store_true) = False,
           debug: Param('show tracebacks', store_true) = False):
     "Train as the config says (resuming a stopped run in output_dir)."
-    from medlab.engine.training import train as run
-    result = run(_config(config, data_csv, output_dir), resume=not fresh)
+    result = medlab.train(_config(config, data_csv, output_dir), resume=not fresh)
     print(f'best epoch {result.best_epoch}: ' + ', '.join(f'{k} {v:.4g}' for k, v in result.best.items() if isinstance(v, float)))
     print(f'run folder: {result.output_dir}')
 
@@ -106,8 +105,7 @@ def kfold(config: Param('the YAML', str), data_csv: Param("overrides the YAML's 
           output_dir: Param("overrides the YAML's output_dir", str) = None, workers: Param('folds at once', int) = 1,
           executor: Param("'local' or 'dask'", str) = 'local', debug: Param('show tracebacks', store_true) = False):
     "Nested k-fold cross-validation: every fold a run, then the summary."
-    from medlab.workflows.crossval import kfold as run
-    result = run(config, data_csv=data_csv, output_dir=output_dir, workers=workers, executor=executor)
+    result = medlab.kfold(config, data_csv=data_csv, output_dir=output_dir, workers=workers, executor=executor)
     print(result.summary.to_string(index=False))
 
 @subcommand('infer')
@@ -118,8 +116,7 @@ def infer(runs: Param('a run folder or a k-fold folder (comma-separated for seve
           partial: Param('fuse the runs that can predict when a fold or checkpoint is missing (warns)', store_true) = False,
           debug: Param('show tracebacks', store_true) = False):
     "Predict every subject of a manifest with one or more runs (fused), scoring them when the truth is given."
-    from medlab.workflows.infer import predict
-    result = predict(runs.split(',') if ',' in runs else runs, data_csv, output, fusion=fusion, backend=backend, partial=partial)
+    result = medlab.predict(runs.split(',') if ',' in runs else runs, data_csv, output, fusion=fusion, backend=backend, partial=partial)
     print(f'{len(result.predictions)} prediction(s) in {output}')
 
 @subcommand('cam')
@@ -127,8 +124,7 @@ def infer(runs: Param('a run folder or a k-fold folder (comma-separated for seve
 def cam(run: Param('a run folder', str), data_csv: Param('SubjectID, Channel_0..', str), output: Param('folder for the maps', str),
         methods: Param('comma-separated CAM methods', str) = None, debug: Param('show tracebacks', store_true) = False):
     "Class activation maps for every subject of a manifest."
-    from medlab.workflows.explain import DEFAULT_METHOD, cam_csv
-    table = cam_csv(run, data_csv, output, methods.split(',') if methods else DEFAULT_METHOD)
+    table = medlab.cam_csv(run, data_csv, output, **({'methods': methods.split(',')} if methods else {}))   # else cam_csv's default
     print(f'{len(table)} map(s) in {output}')
 
 @subcommand('export')
@@ -137,8 +133,7 @@ def export(run: Param('a run folder', str), output: Param("default: the run's ex
            formats: Param('comma-separated: openvino, onnx', str) = 'openvino', precision: Param('comma-separated: fp32, fp16, int8', str) = 'fp32',
            debug: Param('show tracebacks', store_true) = False):
     "Export a run's model for deployment (OpenVINO and/or ONNX), with parity checks."
-    from medlab.workflows.deploy import export_run
-    result = export_run(run, output, formats.split(','), precision.split(','))
+    result = medlab.export_run(run, output, formats.split(','), precision.split(','))
     print(result.table.to_string(index=False))
 
 @subcommand('run')
@@ -148,8 +143,7 @@ def run_template(template: Param('a template name (train, infer, kfold, cam, exp
                  p: Param('a parameter: -p KEY VALUE (repeatable)', str, nargs=2, action='append') = None,
                  debug: Param('show tracebacks', store_true) = False):
     "Run any template notebook headless through papermill with its parameters."
-    import papermill as pm
-    from medlab.core.utils import template_path
+    import papermill as pm   # deferred: papermill and its kernel machinery only for `medlab run`
     path = Path(template) if template.endswith('.ipynb') else template_path(template)
     params = {k: _value(v) for k, v in (p or [])}
     pm.execute_notebook(str(path), output, parameters=params, cwd=str(path.parent), progress_bar=False)
@@ -157,7 +151,6 @@ def run_template(template: Param('a template name (train, infer, kfold, cam, exp
 
 def _value(text: str):
     "A -p value as papermill's CLI reads it: numbers and true/false typed, the rest text."
-    import yaml
     try: return yaml.safe_load(text)
     except yaml.YAMLError: return text
 
@@ -165,13 +158,12 @@ def _value(text: str):
 @call_parse
 def verify_install(debug: Param('show tracebacks', store_true) = False):
     "Check that medlab's dependencies import and a network trains a step here."
-    import importlib
+
     for name in ('torch', 'monai', 'SimpleITK', 'openvino', 'torchio', 'pydicom', 'pandas', 'papermill', 'ipywidgets'):
         module = importlib.import_module(name)
         print(f'{name:10s} {getattr(module, "__version__", "?")}')
-    import torch
-    from medlab.core.config import ModelConfig
-    from medlab.nets.models import build_model
+    import torch                                  # deferred, as every heavy import here: `medlab --help` starts without torch
+    from medlab.nets.models import build_model    # (the facade does not offer the builder)
     net = build_model(ModelConfig(base_filters=4), 2)
     loss = net(torch.randn(1, 1, 32, 32)).mean()
     loss.backward()
@@ -182,15 +174,13 @@ def verify_install(debug: Param('show tracebacks', store_true) = False):
 def recover_config(run: Param('a run folder', str), output: Param('the YAML to write', str),
                    debug: Param('show tracebacks', store_true) = False):
     "Write the config a run was trained with (from its folder, or from its checkpoint when config.yaml is gone)."
-    from medlab.core.config import config_from_dict, save_config
-    from medlab.engine.run import RunFolder
-    folder = RunFolder(run)
+    folder = medlab.RunFolder(run)
     if (folder.path / folder.config_file).is_file(): cfg = folder.config()
     else:
         which = next((w for w in ('best', 'latest', 'initial') if folder.has(w)), None)
         if which is None: raise FileNotFoundError(f'{folder.path} holds neither {folder.config_file} nor a checkpoint')
         cfg = config_from_dict(folder.checkpoint(which)['config'], str(folder.checkpoint_path(which)))
-    save_config(cfg, output)
+    medlab.save_config(cfg, output)
     print(output)
 
 # %% ../nbs/18_cli.ipynb #698d1541
@@ -225,8 +215,8 @@ def mine_patches(slide: Param('the slide (SVS, tiled TIFF, ...)', str), output: 
                  fresh: Param('start over instead of resuming a stopped run', store_true) = False,
                  debug: Param('show tracebacks', store_true) = False):
     "Mine a slide's tissue into square patches and a patch CSV (SubjectID, Channel_0, ..., x, y, size, level)."
-    from medlab.histology.mining import PatchFilter, mine_patches as run
-    result = run(slide, output, patch_size, microns, level, magnification, mpp, overlap, min_tissue,
+    from medlab.histology.mining import PatchFilter   # deferred: `medlab --help` starts without the slide libraries
+    result = medlab.mine_patches(slide, output, patch_size, microns, level, magnification, mpp, overlap, min_tissue,
                  None if no_filter else PatchFilter(), labels, task, _quotas(quotas), max_patches, store, workers,
                  slide_mpp=slide_mpp, fresh=fresh, result=True)
     rejected = ', '.join(f'{v} {k}' for k, v in result.rejected.items()) or 'none'
@@ -239,9 +229,9 @@ def deidentify_slide(input: Param('the slide (SVS or tiled TIFF); never changed'
                      overwrite: Param('replace OUTPUT if it exists', store_true) = False,
                      debug: Param('show tracebacks', store_true) = False):
     "Copy a slide without label and macro images and identifying tags; level-0 tiles unchanged."
-    from medlab.datasets.slides import deidentify_slide as run, slide_identifiers
+    from medlab.datasets.slides import slide_identifiers   # deferred: `medlab --help` starts without the slide libraries
     found = slide_identifiers(input)
-    path = run(input, output, overwrite)
+    path = medlab.deidentify_slide(input, output, overwrite)
     print('removed: ' + ('; '.join(found) if found else 'nothing identifying was found'))
     print(path)
 
@@ -262,7 +252,6 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage()); return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
-        from medlab.core.utils import did_you_mean
         print(f"medlab: unknown subcommand '{name}'; {did_you_mean(name, SUBCOMMANDS)}\n\n{_usage()}", file=sys.stderr)
         return 2
     fn = SUBCOMMANDS[name].__wrapped__  # the function under `call_parse`, given the parsed arguments

@@ -4,16 +4,19 @@
 
 The N-th training step, validation subject, log write or checkpoint write of this process kills it. At a checkpoint
 write the kill comes half-way: a temporary file holding part of the checkpoint is left behind, as a power cut or an
-OOM kill during `torch.save` would leave it. Nothing here is part of medlab: it only wraps medlab's functions.
+OOM kill during `torch.save` would leave it. Nothing here is part of medlab: it only wraps medlab's functions, at the
+points the loop calls by attribute at call time: `Trainer.train_step`, `Trainer.validation_step`, `RunFolder.write_logs`
+(the loop's own log writes) and the module function `medlab.engine.run.save_checkpoint` (which the `Checkpoints`
+callback reaches through `RunFolder.save_checkpoint` and `RunFolder.save_epoch`).
 """
 import os
 import signal
 import sys
 
 import medlab
-from medlab import run as run_module
-from medlab import training
-from medlab.utils import atomic_path
+from medlab.core.utils import atomic_path
+from medlab.engine import run as run_module
+from medlab.engine import training
 
 config, point, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 calls = {'count': 0}

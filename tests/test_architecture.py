@@ -2,8 +2,10 @@
 modules (imports inside functions count), module paths from before the floors still import, and `import medlab`
 stays light (no torch)."""
 import ast
+import io
 import subprocess
 import sys
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -129,7 +131,7 @@ def test_the_checker_finds_a_cycle_and_names_its_imports(tmp_path):
     assert 'medlab.a imports medlab.b: medlab/a.py:2' in text and 'medlab.b imports medlab.a: medlab/b.py:3' in text
 
 
-@pytest.mark.parametrize('name, module', [('preview_augmentations', 'medlab.ui.previews'), ('histology_panel', 'medlab.ui.widgets'),
+@pytest.mark.parametrize('name, module', [('preview_augmentations', 'medlab.ui.previews'), ('histology_panel', 'medlab.ui.workflow_panels'),
                                           ('load_run', 'medlab.engine.predictor'), ('export_run', 'medlab.engine.export'),
                                           ('train', 'medlab.engine.training'), ('read_manifest', 'medlab.datasets.manifest')])
 def test_moved_names_keep_their_public_door(name, module):
@@ -150,7 +152,15 @@ def test_every_module_path_from_before_the_floors_imports_its_new_home():
     import importlib
     import medlab
     for old, new in medlab.MOVED.items():
-        assert importlib.import_module(f'medlab.{old}') is importlib.import_module(f'medlab.{new}'), old
+        module = importlib.import_module(f'medlab.{old}')
+        if isinstance(new, str): assert module is importlib.import_module(f'medlab.{new}'), old
+        else:   # a module split in several: each name from the first of its homes that has it
+            homes = [importlib.import_module(f'medlab.{h}') for h in new]
+            for name in {n for h in homes for n in h.__all__}:
+                assert getattr(module, name) is getattr(next(h for h in homes if hasattr(h, name)), name), (old, name)
+    from medlab.widgets import ConfigPanel, ParameterPanel, Panel
+    assert (ConfigPanel.__module__, ParameterPanel.__module__, Panel.__module__) == \
+        ('medlab.ui.config_panel', 'medlab.ui.workflow_panels', 'medlab.ui.controls')
     from medlab.data import read_manifest
     assert read_manifest is medlab.read_manifest
 
@@ -163,6 +173,37 @@ def test_a_bundle_written_before_the_floors_still_builds_its_network():
             "print(type(net).__module__, type(net).__name__)")
     done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=PACKAGE.parent)
     assert done.stdout.split() == ['medlab.nets.networks', 'FCN'], done.stderr[-2000:]
+
+
+def deferred_imports(package: Path) -> list[tuple[str, int, str, bool]]:
+    "Each import inside a function: (file, line, imported module, whether a comment on its line says why)."
+    found = []
+    for f in sorted(package.rglob('*.py')):
+        if f.name == '_modidx.py': continue
+        text = f.read_text()
+        commented = {t.start[0] for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type == tokenize.COMMENT}
+        for fn in ast.walk(ast.parse(text, str(f))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)): continue
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    name = node.names[0].name if isinstance(node, ast.Import) else ('.' * node.level + (node.module or ''))
+                    found.append((f.relative_to(package.parent).as_posix(), node.lineno, name, node.lineno in commented))
+    return sorted(set(found))
+
+
+def test_few_deferred_medlab_imports_and_each_says_why():
+    "An import of medlab inside a function hides the module graph: at most 15, each with a comment saying why."
+    medlab_ones = [d for d in deferred_imports(PACKAGE) if d[2].startswith(('medlab', '.'))]
+    silent = [f'{file}:{line} imports {name}' for file, line, name, why in medlab_ones if not why]
+    assert not silent, 'deferred medlab imports without a comment saying why (move them to the top):\n' + '\n'.join(silent)
+    assert len(medlab_ones) <= 15, f'{len(medlab_ones)} deferred medlab imports (at most 15):\n' + \
+        '\n'.join(f'{file}:{line} imports {name}' for file, line, name, _ in medlab_ones)
+
+
+def test_every_deferred_import_says_why():
+    "A third-party import inside a function is there for a reason (an optional extra, start-up time): the comment says which."
+    silent = [f'{file}:{line} imports {name}' for file, line, name, why in deferred_imports(PACKAGE) if not why]
+    assert not silent, f'{len(silent)} deferred imports without a comment saying why (move them to the top):\n' + '\n'.join(silent)
 
 
 def test_import_medlab_does_not_import_torch():

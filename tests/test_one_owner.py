@@ -86,3 +86,10 @@ def test_the_two_optical_densities_are_named_for_what_they_are():
     np.testing.assert_allclose(stain_optical_density(rgb[0]), -np.log((rgb[0] + 1.0) / 240), atol=1e-12)
     import medlab.slides, medlab.transforms
     assert not hasattr(medlab.slides, 'optical_density') and not hasattr(medlab.transforms, 'optical_density')
+
+
+def test_template_path_finds_the_repository_templates_from_the_core_floor():
+    "utils moved to medlab/core/: the templates are two folders up from it, not one (a run of train.ipynb failed there)."
+    from pathlib import Path
+    from medlab.core.utils import template_path
+    assert template_path('train') == Path(__file__).resolve().parents[1] / 'templates' / 'train.ipynb'

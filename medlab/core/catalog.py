@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .utils import Registry
+from .utils import Registry, did_you_mean
 
 # %% auto #0
-__all__ = ['SEG', 'IMAGE', 'CLS', 'REG', 'SEG_ONLY', 'SEG_CLS', 'ARCHITECTURES', 'LOSSES', 'METRICS', 'OPTIMIZERS', 'SCHEDULERS',
-           'ArchitectureInfo', 'LossInfo', 'MetricInfo', 'OptimizerInfo', 'SchedulerInfo', 'task_name', 'canonical',
+__all__ = ['TASKS', 'SEG', 'IMAGE', 'CLS', 'REG', 'SEG_ONLY', 'SEG_CLS', 'ARCHITECTURES', 'LOSSES', 'METRICS', 'OPTIMIZERS',
+           'SCHEDULERS', 'IMAGE_TASKS', 'ArchitectureInfo', 'LossInfo', 'MetricInfo', 'OptimizerInfo', 'SchedulerInfo',
+           'TaskInfo', 'canonical', 'fits_task', 'serving', 'task_misfit', 'check_option_keys', 'task_name',
            'check_patch_size']
 
-# %% ../../nbs/01a_catalog.ipynb #4b073891
+# %% ../../nbs/01a_catalog.ipynb #06d7d96d
 @dataclass(frozen=True)
 class ArchitectureInfo:
     "What a network is, before it is built."
@@ -48,15 +49,29 @@ class SchedulerInfo:
     per_batch: bool = False   # stepped after every batch (cyclic schedules) rather than after every epoch
     description: str = ''
 
+@dataclass(frozen=True)
+class TaskInfo:
+    "What a task learns from: GaNDLF's manifest column that holds its truth."
+    target_column: str        # 'Label' (a mask file per subject) or 'ValueToPredict' (a class or a number per subject)
+    description: str = ''
+
 def _catalog(kind: str, entries: dict, aliases: dict | None = None) -> Registry:
     out = Registry(kind)
     out.update(entries)
     out.aliases = dict(aliases or {})  # GaNDLF's other spellings of the same entry: read as the entry's name
     return out
 
+# %% ../../nbs/01a_catalog.ipynb #2041e4da
+TASKS = _catalog('task', {
+    'segmentation': TaskInfo('Label', 'a class for every voxel, learnt from a mask file per subject'),
+    'classification': TaskInfo('ValueToPredict', 'one class per image'),
+    'regression': TaskInfo('ValueToPredict', 'one number per image'),
+})
+
 SEG, IMAGE, CLS, REG = 'segmentation', 'image', frozenset({'classification'}), frozenset({'regression'})
 SEG_ONLY, SEG_CLS = frozenset({SEG}), frozenset({SEG, 'classification'})
 
+# %% ../../nbs/01a_catalog.ipynb #e4406f21
 ARCHITECTURES = _catalog('architecture', {
     'unet': ArchitectureInfo(SEG, 16, 'the classic U-Net: two 3x3 convolutions a level (MONAI BasicUNet)'),
     'light_unet': ArchitectureInfo(SEG, 16, 'U-Net with a constant width (base_filters at every level)'),
@@ -80,6 +95,7 @@ ARCHITECTURES = _catalog('architecture', {
             'deepunet': 'deep_unet', 'lightresunet': 'light_resunet', 'deepresunet': 'deep_resunet',
             **{f'efficientnet-b{n}': f'efficientnetb{n}' for n in range(8)}})
 
+# %% ../../nbs/01a_catalog.ipynb #0364b63e
 LOSSES = _catalog('loss', {
     'dc': LossInfo(SEG_ONLY, 'soft Dice loss averaged over the classes (1 - Dice)'),
     'dc_log': LossInfo(SEG_ONLY, '-log of the soft Dice averaged over the classes'),
@@ -97,6 +113,7 @@ LOSSES = _catalog('loss', {
 }, aliases={'dice': 'dc', 'dclog': 'dc_log', 'dice_log': 'dc_log', 'dicelog': 'dc_log', 'mathews': 'mcc',
             'mcclog': 'mcc_log', 'mathews_log': 'mcc_log'})
 
+# %% ../../nbs/01a_catalog.ipynb #e61eedc7
 _AVERAGING = ('average', 'threshold', 'multi_class', 'mdmc_average', 'subset_accuracy', 'reduction')  # GaNDLF's torchmetrics options
 METRICS = _catalog('metric', {
     'dice': MetricInfo(SEG_ONLY, True, 'mean foreground Dice'),
@@ -129,6 +146,7 @@ METRICS = _catalog('metric', {
             'hausdorff100': 'hd100', 'normalized_surface_dice': 'nsd', 'normalized_sd': 'nsd',
             'normalized_surface_dice_per_label': 'nsd_per_label', 'normalized_sd_per_label': 'nsd_per_label'})
 
+# %% ../../nbs/01a_catalog.ipynb #2a976389
 _ADAMS = dict(betas=(0.9, 0.999), weight_decay=5e-5, eps=1e-8)
 OPTIMIZERS = _catalog('optimizer', {
     'sgd': OptimizerInfo('torch.optim.SGD', dict(momentum=0.99, weight_decay=3e-5, dampening=0.0, nesterov=True), 'SGD with Nesterov momentum'),
@@ -146,6 +164,7 @@ OPTIMIZERS = _catalog('optimizer', {
     'sparseadam': OptimizerInfo('torch.optim.SparseAdam', dict(betas=(0.9, 0.999), eps=1e-8), 'Adam for sparse gradients'),
 })
 
+# %% ../../nbs/01a_catalog.ipynb #1097c238
 SCHEDULERS = _catalog('scheduler', {
     'constant': SchedulerInfo({}, False, 'no change'),
     'triangle': SchedulerInfo(dict(min_lr=1e-3, max_lr=1.0, step_size=None), True,
@@ -170,17 +189,74 @@ SCHEDULERS = _catalog('scheduler', {
             'reduceonplateau': 'reduce_on_plateau', 'cosineannealingwarmrestarts': 'cosineannealing', 'warmrestarts': 'cosineannealing',
             'cosineannealinglr': 'cosine', 'wcs': 'warmupcosineschedule'})
 
-def task_name(architecture: str,   # `model.architecture`
-              loss_function: str   # `loss_function`
-             ) -> str:
-    "'segmentation', 'classification' or 'regression': what a network of this architecture trained with this loss does."
-    if ARCHITECTURES[architecture].task == SEG: return SEG
-    return 'regression' if LOSSES[loss_function].tasks == REG else 'classification'
-
+# %% ../../nbs/01a_catalog.ipynb #2831eb5f
 def canonical(registry: Registry, name: str) -> str:
     "The catalog's name for `name`, which may be one of GaNDLF's other spellings (`vgg`, `dice`, `exp`...)."
     name = registry.aliases.get(name, name)
     return registry.check(name)
+
+# %% ../../nbs/01a_catalog.ipynb #2a7e6e57
+IMAGE_TASKS = CLS | REG   # what a network with a vector per image can learn
+
+def _tasks_served(registry: Registry, name: str) -> frozenset:
+    "The tasks entry `name` of `registry` serves."
+    info = registry[name]
+    if isinstance(info, ArchitectureInfo): return SEG_ONLY if info.task == SEG else IMAGE_TASKS
+    return getattr(info, 'tasks', frozenset(TASKS))   # optimizers and schedules serve every task
+
+def fits_task(registry: Registry,  # a catalog registry: ARCHITECTURES, LOSSES, METRICS, ...
+              name: str,           # a name in it
+              task: str            # a name in `TASKS`
+             ) -> bool:
+    "Whether `name` of `registry` serves `task`."
+    return TASKS.check(task) in _tasks_served(registry, name)
+
+def serving(registry: Registry, task: str) -> list[str]:
+    "The names of `registry` that serve `task`, sorted."
+    return sorted(n for n in registry if fits_task(registry, n, task))
+
+# %% ../../nbs/01a_catalog.ipynb #21260afe
+_MISFIT = {'architecture': "'{name}' is not a {task} network", 'loss': "'{name}' is not a {task} loss",
+           'metric': "'{name}' does not score {task}"}
+
+def task_misfit(registry: Registry,  # ARCHITECTURES, LOSSES or METRICS
+                name: str,           # a name in it
+                task: str,           # the task of the run
+                key: str,            # the config key that holds `name`, for the message: 'loss_function', 'metrics'
+                because: str = ''    # why the run has this task, said in brackets ('model.architecture ... makes ...')
+               ) -> str | None:
+    "A line naming `key`, what is wrong with `name` and the names that would serve `task`; None when it fits."
+    if fits_task(registry, name, task): return None
+    why = f' ({because})' if because else ''
+    return f"{key}: {_MISFIT[registry.kind].format(name=name, task=task)}{why}; use one of {', '.join(serving(registry, task))}"
+
+# %% ../../nbs/01a_catalog.ipynb #a237480f
+def _options(registry: Registry, name: str) -> tuple[str, ...]:
+    "The option keys entry `name` of `registry` takes."
+    info = registry[name]
+    return tuple(info.defaults) if hasattr(info, 'defaults') else info.options
+
+def check_option_keys(registry: Registry,  # LOSSES, METRICS, OPTIMIZERS or SCHEDULERS
+                      name: str,           # the entry the options were given for
+                      keys,                # the option keys given
+                      where: str           # the config key they sit under: 'loss_options', 'metric_options.recall', 'optimizer'
+                     ):
+    "A `ValueError` naming the first key of `keys` that `name` does not take, with the closest valid key or all of them."
+    takes = _options(registry, name)
+    for key in keys:
+        if key in takes: continue
+        takers = [n for n in sorted(registry) if key in _options(registry, n)]
+        hint = (f"it is an option of {', '.join(takers)}" if takers else did_you_mean(key, takes) if takes
+                else f'{name} takes no options')
+        raise ValueError(f'{where}.{key}: not an option of {name}; {hint}')
+
+# %% ../../nbs/01a_catalog.ipynb #5fede854
+def task_name(architecture: str,   # `model.architecture`
+              loss_function: str   # `loss_function`
+             ) -> str:
+    "'segmentation', 'classification' or 'regression': what a network of this architecture trained with this loss does."
+    if fits_task(ARCHITECTURES, architecture, SEG): return SEG
+    return 'regression' if fits_task(LOSSES, loss_function, 'regression') else 'classification'
 
 # %% ../../nbs/01a_catalog.ipynb #bf86723e
 def check_patch_size(architecture: str, patch_size: tuple[int, ...]):

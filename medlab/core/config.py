@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import reprlib
 import typing
 import warnings
@@ -17,7 +18,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
                       model_validator)
 
 from .errors import MedlabError
-from .. import catalog
+import medlab.core.catalog as catalog
 from .gandlf import GaNDLFSpelling, IgnoredKey, translate
 from .augmentation_settings import AUGMENTATION, augmentation_problems
 from .preprocessing_settings import POSTPROCESSING, PREPROCESSING
@@ -100,6 +101,7 @@ def check_option(name: str, value, default, where: str):
         return int(value) if isinstance(default, int) and float(value).is_integer() else value
     raise ValueError(f'{where}.{name}: expected {"a flag (true/false)" if isinstance(default, bool) else "a pair of numbers" if isinstance(default, (tuple, list)) else "a word" if isinstance(default, str) else "a number"}, got {value!r}')
 
+# %% ../../nbs/01_config.ipynb #7d213956
 class _Typed(Strict):
     "A `type` from a catalog registry plus that type's own options, checked against the catalog."
     model_config = ConfigDict(extra='allow', validate_assignment=True)
@@ -113,12 +115,9 @@ class _Typed(Strict):
     @model_validator(mode='after')
     def _options_of_type(self):
         registry = getattr(catalog, self._registry)
+        catalog.check_option_keys(registry, self.type, self.model_extra or {}, self._where)
         defaults = registry[self.type].defaults
         for name, value in list((self.model_extra or {}).items()):
-            if name not in defaults:
-                takers = sorted(t for t, info in registry.items() if name in info.defaults)
-                hint = f'it is an option of {", ".join(takers)}' if takers else did_you_mean(name, defaults) if defaults else f'{self.type} takes no options'
-                raise ValueError(f"{self._where}.{name}: not an option of {self.type}; {hint}")
             self.model_extra[name] = check_option(name, value, defaults[name], self._where)
         return self
 
@@ -239,6 +238,64 @@ class TrackingConfig(Strict):
     mlflow: bool = Field(False, description='an MLflow run: params, metrics per epoch, the best model')
     experiment: str = Field('medlab', min_length=1, description='the MLflow experiment the run goes into')
 
+# %% ../../nbs/01_config.ipynb #44aa2a2b
+def _options_known(cfg: MedlabConfig) -> MedlabConfig:
+    "Each metric's and the loss's options are ones it takes (and each metric with options is among `metrics`)."
+    for name, opts in cfg.metric_options.items():
+        if name not in cfg.metrics: raise ValueError(f"metric_options.{name}: '{name}' is not in metrics {cfg.metrics}")
+        catalog.check_option_keys(catalog.METRICS, name, opts, f'metric_options.{name}')
+    catalog.check_option_keys(catalog.LOSSES, cfg.loss_function, cfg.loss_options, 'loss_options')
+    return cfg
+
+def _task_agrees(cfg: MedlabConfig) -> MedlabConfig:
+    "The task the network and the loss make agrees with `problem_type`, the regions, the final layer and `scaling_factor`."
+    task, m = catalog.task_name(cfg.model.architecture, cfg.loss_function), cfg.model
+    if cfg.problem_type and cfg.problem_type != task:
+        raise ValueError(f'problem_type: {cfg.problem_type}, but model.architecture {m.architecture} with loss_function '
+                         f'{cfg.loss_function} makes a {task} run; fix one of them (or drop problem_type: medlab derives it)')
+    if m.regions and (task != 'segmentation' or m.final_layer != 'sigmoid'):
+        raise ValueError(f'model.class_list {m.class_list} combines labels into regions that overlap: that needs a segmentation '
+                         f'network with final_layer: sigmoid (one probability per region), got {m.architecture} with {m.final_layer}')
+    if task != 'regression' and m.final_layer in ('none', 'tanh'):
+        raise ValueError(f"model.final_layer: {m.final_layer} gives no class probabilities for a {task} run; use softmax (one class "
+                         "each) or sigmoid (each class on its own)")
+    if task != 'regression' and cfg.scaling_factor != 1:
+        raise ValueError(f'scaling_factor: scales the value a regression learns; this is a {task} run: remove it')
+    return cfg
+
+def _one_device_unless_torchrun(cfg: MedlabConfig) -> MedlabConfig:
+    "Several GPUs only under torchrun; slides only in 2D."
+    if isinstance(cfg.devices, int) and cfg.devices > 1 and 'WORLD_SIZE' not in os.environ:
+        raise ValueError(f'devices: {cfg.devices} GPUs train one model through torch DDP: start the run with '
+                         f'`torchrun --nproc_per_node {cfg.devices} ...` (each process then uses one GPU), or set devices: 1')
+    if cfg.modality == 'histo' and cfg.model.dimension != 2:
+        raise ValueError('modality histo reads 2D slide patches: set model.dimension: 2')
+    return cfg
+
+# %% ../../nbs/01_config.ipynb #eb38fb26
+def _patch_fits(cfg: MedlabConfig) -> MedlabConfig:
+    "The patch fits the dimension, the network and the overlap of inference windows."
+    p, d = cfg.patch_size, cfg.model.dimension
+    if not (len(p) == d or (d == 2 and len(p) == 3 and p[2] == 1)) or min(p) < 1:
+        want = '[x, y] or [x, y, 1]' if d == 2 else '[x, y, z]'
+        raise ValueError(f'patch_size {p} does not fit model.dimension {d}: give {want}')
+    resize = cfg.data_preprocessing.get('resize_patch')
+    if resize is not None and len(resize.size) not in (1, cfg.model.dimension, 3):
+        raise ValueError(f'data_preprocessing.resize_patch {resize.size}: give one size per axis of a {cfg.model.dimension}D patch')
+    catalog.check_patch_size(cfg.model.architecture, cfg.network_patch_size)
+    info = catalog.ARCHITECTURES[cfg.model.architecture]
+    if (cfg.model.norm_type == 'instance' and catalog.fits_task(catalog.ARCHITECTURES, cfg.model.architecture, 'segmentation')
+            and cfg.model.architecture != 'unetr'
+            and min(cfg.network_patch_size) <= info.patch_multiple):
+        raise ValueError(f'patch_size {list(cfg.network_patch_size)}: with norm_type instance, {cfg.model.architecture} needs every side '
+                         f'at least {2 * info.patch_multiple} (at {info.patch_multiple} its deepest level is one voxel, which '
+                         'instance norm cannot normalise); use a larger patch or norm_type batch')
+    overlap = cfg.inference_mechanism.patch_overlap
+    if overlap >= min(cfg.spatial_patch_size):
+        raise ValueError(f'inference_mechanism.patch_overlap {overlap} must be smaller than every side of patch_size '
+                         f'{list(cfg.spatial_patch_size)} (neighbouring windows share that many voxels)')
+    return cfg
+
 # %% ../../nbs/01_config.ipynb #e6e015bc
 class MedlabConfig(Strict):
     "Everything a medlab training run needs; GaNDLF's keys plus medlab's `data_csv`, `output_dir`, `seed`."
@@ -250,7 +307,7 @@ class MedlabConfig(Strict):
     version: dict[str, str] | None = Field(None, description="GaNDLF's version pin, kept but not enforced")
     modality: Literal['rad', 'histo'] = Field('rad', description="histo: 2D RGB(A) patches of slides (GaNDLF's `path` too)")
     slide_mpp: float | None = Field(None, gt=0, le=1000, description='microns per level-0 pixel of slides whose files lack the MPP tag (modality histo)')
-    problem_type: Literal['segmentation', 'classification', 'regression'] | None = Field(None, description='segmentation, classification or regression: medlab derives it; when given it must agree')
+    problem_type: Literal[tuple(catalog.TASKS)] | None = Field(None, description='segmentation, classification or regression: medlab derives it; when given it must agree')
     model: ModelConfig = Field(default_factory=ModelConfig, description='the network')
     patch_size: list[int] = Field(default_factory=lambda: [64, 64], description="x, y (, z); GaNDLF's [x, y, 1] for 2D too")
     batch_size: int = Field(8, ge=1, description='patches per training step')
@@ -300,45 +357,9 @@ class MedlabConfig(Strict):
     def _metric_names(cls, v):  # GaNDLF also writes metrics as a mapping of name to settings
         return list(v) if isinstance(v, dict) else v
 
-    @model_validator(mode='after')
-    def _options_known(self):
-        for name, opts in self.metric_options.items():
-            if name not in self.metrics: raise ValueError(f"metric_options.{name}: '{name}' is not in metrics {self.metrics}")
-            for key in opts:
-                if key not in catalog.METRICS[name].options:
-                    raise ValueError(f'metric_options.{name}.{key}: not an option of {name}; '
-                                     + (did_you_mean(key, catalog.METRICS[name].options) if catalog.METRICS[name].options else f'{name} takes no options'))
-        takes = catalog.LOSSES[self.loss_function].options
-        for key in self.loss_options:
-            if key not in takes: raise ValueError(f'loss_options.{key}: not an option of {self.loss_function}; '
-                                                  + (did_you_mean(key, takes) if takes else f'{self.loss_function} takes no options'))
-        return self
-
-    @model_validator(mode='after')
-    def _fits_task(self):
-        task, m = catalog.task_name(self.model.architecture, self.loss_function), self.model
-        if self.problem_type and self.problem_type != task:
-            raise ValueError(f'problem_type: {self.problem_type}, but model.architecture {m.architecture} with loss_function '
-                             f'{self.loss_function} makes a {task} run; fix one of them (or drop problem_type: medlab derives it)')
-        if m.regions and (task != 'segmentation' or m.final_layer != 'sigmoid'):
-            raise ValueError(f'model.class_list {m.class_list} combines labels into regions that overlap: that needs a segmentation '
-                             f'network with final_layer: sigmoid (one probability per region), got {m.architecture} with {m.final_layer}')
-        if task != 'regression' and m.final_layer in ('none', 'tanh'):
-            raise ValueError(f"model.final_layer: {m.final_layer} gives no class probabilities for a {task} run; use softmax (one class "
-                             "each) or sigmoid (each class on its own)")
-        if task != 'regression' and self.scaling_factor != 1:
-            raise ValueError(f'scaling_factor: scales the value a regression learns; this is a {task} run: remove it')
-        return self
-
-    @model_validator(mode='after')
-    def _one_device_unless_torchrun(self):
-        import os
-        if isinstance(self.devices, int) and self.devices > 1 and 'WORLD_SIZE' not in os.environ:
-            raise ValueError(f'devices: {self.devices} GPUs train one model through torch DDP: start the run with '
-                             f'`torchrun --nproc_per_node {self.devices} ...` (each process then uses one GPU), or set devices: 1')
-        if self.modality == 'histo' and self.model.dimension != 2:
-            raise ValueError('modality histo reads 2D slide patches: set model.dimension: 2')
-        return self
+    _check_options = model_validator(mode='after')(_options_known)
+    _check_task = model_validator(mode='after')(_task_agrees)
+    _check_devices = model_validator(mode='after')(_one_device_unless_torchrun)
 
     @field_validator('precision', mode='before')
     @classmethod
@@ -362,27 +383,7 @@ class MedlabConfig(Strict):
             raise ValueError('; '.join(problems))
         return self
 
-    @model_validator(mode='after')
-    def _patch_fits_dimension(self):
-        p, d = self.patch_size, self.model.dimension
-        if not (len(p) == d or (d == 2 and len(p) == 3 and p[2] == 1)) or min(p) < 1:
-            want = '[x, y] or [x, y, 1]' if d == 2 else '[x, y, z]'
-            raise ValueError(f'patch_size {p} does not fit model.dimension {d}: give {want}')
-        resize = self.data_preprocessing.get('resize_patch')
-        if resize is not None and len(resize.size) not in (1, self.model.dimension, 3):
-            raise ValueError(f'data_preprocessing.resize_patch {resize.size}: give one size per axis of a {self.model.dimension}D patch')
-        catalog.check_patch_size(self.model.architecture, self.network_patch_size)
-        info = catalog.ARCHITECTURES[self.model.architecture]
-        if (self.model.norm_type == 'instance' and info.task == 'segmentation' and self.model.architecture != 'unetr'
-                and min(self.network_patch_size) <= info.patch_multiple):
-            raise ValueError(f'patch_size {list(self.network_patch_size)}: with norm_type instance, {self.model.architecture} needs every side '
-                             f'at least {2 * info.patch_multiple} (at {info.patch_multiple} its deepest level is one voxel, which '
-                             'instance norm cannot normalise); use a larger patch or norm_type batch')
-        overlap = self.inference_mechanism.patch_overlap
-        if overlap >= min(self.spatial_patch_size):
-            raise ValueError(f'inference_mechanism.patch_overlap {overlap} must be smaller than every side of patch_size '
-                             f'{list(self.spatial_patch_size)} (neighbouring windows share that many voxels)')
-        return self
+    _check_patch = model_validator(mode='after')(_patch_fits)
 
     @property
     def spatial_patch_size(self) -> tuple[int, ...]:
@@ -497,6 +498,7 @@ def config_from_dict(raw: dict,                 # parsed YAML
     for line in ignored: warnings.warn(f'{source}: {line.replace(": ", " does nothing here: ", 1)}', IgnoredKey, stacklevel=2)
     return cfg
 
+# %% ../../nbs/01_config.ipynb #5497f0b2
 def load_config(path: str | Path,                         # the YAML file
                 data_csv: str | dict | None = None,       # overrides `data_csv` (relative to the working directory)
                 output_dir: str | None = None,            # overrides `output_dir` (relative to the working directory)
@@ -516,6 +518,7 @@ def load_config(path: str | Path,                         # the YAML file
     raw.update(cwd_overrides, **overrides)
     return config_from_dict(raw, str(path), path.resolve().parent)
 
+# %% ../../nbs/01_config.ipynb #1f54854d
 def update_config(cfg: MedlabConfig, **changes) -> MedlabConfig:
     "Apply `changes` (top-level keys; `model` as a partial mapping) to `cfg` in place, validated as a whole."
     data = cfg.model_dump(mode='json')

@@ -11,6 +11,10 @@ import linecache
 import sys
 import traceback
 
+from pydantic import BaseModel, ValidationError
+
+from .utils import summary_slot_error
+
 # %% auto #0
 __all__ = ['RAISED_BY_MEDLAB', 'MedlabError', 'user_errors', 'user_message', 'last_traceback', 'install_short_errors']
 
@@ -40,7 +44,6 @@ def _raised_by_medlab(exc: BaseException) -> bool:
 
 def _config_model(title: str):
     "The medlab config model called `title`, among the modules imported so far."
-    from pydantic import BaseModel
     for name, module in list(sys.modules.items()):
         if name.split('.')[0] != 'medlab' or module is None: continue
         model = getattr(module, title, None)
@@ -49,8 +52,6 @@ def _config_model(title: str):
 
 def _validation_message(exc: BaseException) -> str | None:
     "A medlab config model's `ValidationError` as one line per key; None for any other exception."
-    try: from pydantic import ValidationError
-    except ImportError: return None
     if not isinstance(exc, ValidationError) or (model := _config_model(exc.title)) is None: return None
     lines = sys.modules['medlab.core.config'].format_errors(exc, model)  # a config model exists, so its module is loaded; no import upwards
     return f'{len(lines)} problem(s) in the config:\n' + '\n'.join(f'  - {l}' for l in lines)
@@ -76,7 +77,6 @@ def last_traceback() -> str | None:
 
 def _short_traceback(shell, etype, value, tb, tb_offset=None):
     "IPython's custom exception handler: medlab's errors as their message, anything else as usual."
-    from medlab.core.utils import summary_slot_error
     message = user_message(value)
     if message is None:
         first = (str(value).strip().splitlines() or [''])[0][:300]
@@ -85,7 +85,7 @@ def _short_traceback(shell, etype, value, tb, tb_offset=None):
     full = ''.join(traceback.format_exception(etype, value, tb))
     _last['traceback'] = full
     sys.last_type, sys.last_value, sys.last_traceback = etype, value, tb   # %debug still finds it
-    from IPython.display import HTML, display
+    from IPython.display import HTML, display   # deferred: only a kernel gets here; the CLI loads this module via the config (IPython: +0.2 s)
     display(HTML(f'<details><summary>traceback ({etype.__name__})</summary><pre>{html.escape(full)}</pre></details>'))
     summary_slot_error(f'{etype.__name__}: {message}')
     shell._showtraceback(etype, value, [f'{etype.__name__}: {message}',
@@ -93,7 +93,7 @@ def _short_traceback(shell, etype, value, tb, tb_offset=None):
 
 def install_short_errors() -> bool:
     "In an IPython kernel, show medlab's errors as one short message (the cell still fails); True when installed."
-    try: from IPython import get_ipython
+    try: from IPython import get_ipython   # deferred: only a kernel needs it; the CLI loads this module via the config (+0.2 s)
     except ImportError: return False
     shell = get_ipython()
     if shell is None: return False

@@ -11,20 +11,22 @@ import html
 import json
 import math
 import os
+import pydoc
 import random
 import shutil
 import sys
 import tempfile
 import time
+import types
+import typing
 import uuid
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import typing
-from typing import Any
 from pydantic import BaseModel, ConfigDict, field_validator
 
 # %% auto #0
@@ -92,7 +94,6 @@ class Spec:
 
     def build(self):
         "The object."
-        import pydoc
         return pydoc.locate(self.target)(**self.kwargs)
 
     def bundle(self, **extra) -> dict:
@@ -155,7 +156,7 @@ def write_json_atomic(path: str | Path, obj):
 # %% ../../nbs/00_utils.ipynb #d9f97637
 def seed_everything(seed: int):
     "Seed Python, NumPy and torch so a run on the same machine repeats exactly."
-    import torch
+    import torch   # deferred: every module and the CLI import utils, and `import medlab` must not load torch (1.5 s)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -168,7 +169,7 @@ def import_monai():
     if 'monai' in sys.modules: return
     declined = [m for m in DECLINED_FOR_MONAI if m not in sys.modules]
     for m in declined: sys.modules[m] = None  # makes `import m` raise ImportError
-    try: import monai  # noqa: F401
+    try: import monai  # noqa: F401  (deferred: the point of this function, after the optional modules are declined)
     finally:
         for m in declined:
             if sys.modules.get(m, 0) is None: del sys.modules[m]
@@ -181,7 +182,7 @@ def is_interactive() -> bool:
 
 def template_path(name: str) -> Path:
     "The template notebook `name` (train, infer, kfold) of the repository medlab was installed from."
-    path = Path(__file__).resolve().parent.parent / 'templates' / f'{name}.ipynb' if '__file__' in globals() else Path(f'../templates/{name}.ipynb')
+    path = Path(__file__).resolve().parents[2] / 'templates' / f'{name}.ipynb' if '__file__' in globals() else Path(f'../templates/{name}.ipynb')
     if not path.is_file(): raise FileNotFoundError(f'{path} not found: medlab runs templates/{name}.ipynb from its repository '
                                                    '(install medlab from its repository, e.g. pip install -e .)')
     return path
@@ -191,8 +192,7 @@ _NOTEBOOK_NAMES = {'In', 'Out', 'get_ipython', 'exit', 'quit', 'open'}
 def check_parameters(namespace: dict,   # the template's globals, after papermill injected its parameters
                      template: str):    # the template's name
     "A `NameError` naming each variable that is not one of `template`'s parameters (papermill would only warn)."
-    import types
-    import papermill
+    import papermill   # deferred: 1.7 s to import, and only a template run checks its parameters
     known = set(papermill.inspect_notebook(str(template_path(template))))
     unknown = sorted(k for k, v in namespace.items() if not k.startswith('_') and k not in known | _NOTEBOOK_NAMES
                      and not isinstance(v, (types.ModuleType, types.FunctionType, type)))
@@ -244,13 +244,13 @@ class PlainProgress:
 def progress_bar(*args, **kwargs):
     "tqdm as a widget in front of a person; headless a `PlainProgress` (no control codes, a line a minute at most)."
     if not is_interactive(): return PlainProgress(*args, **kwargs)
-    from tqdm.notebook import tqdm
+    from tqdm.notebook import tqdm   # deferred: loads ipywidgets, wanted only in front of a person
     return tqdm(*args, **kwargs)
 
 # %% ../../nbs/00_utils.ipynb #2914b728
 def in_kernel() -> bool:
     "True inside a Jupyter kernel (JupyterLab, papermill), whose outputs can be updated in place."
-    try: from IPython import get_ipython
+    try: from IPython import get_ipython   # deferred: 0.2 s at every CLI start, which needs no kernel
     except ImportError: return False
     return getattr(get_ipython(), 'kernel', None) is not None
 
@@ -258,7 +258,7 @@ def display_bundle(obj) -> dict:
     "The text/html and text/plain of `obj` (a DataFrame, a string, ...), for `display(..., raw=True)`."
     if isinstance(obj, str): return {'text/plain': obj, 'text/html': f'<pre>{html.escape(obj)}</pre>'}
     if isinstance(obj, dict):   # a small JSON-ready summary: a two-column table
-        import pandas as pd
+        import pandas as pd   # deferred: 0.5-0.9 s at every CLI start, for a summary table only a kernel shows
         obj = pd.DataFrame({'': [v if isinstance(v, (int, float, str)) else json.dumps(v) for v in obj.values()]}, index=list(obj))
     bundle = {'text/plain': repr(obj)}
     if hasattr(obj, '_repr_html_') and (page := obj._repr_html_()) is not None: bundle['text/html'] = page
@@ -272,14 +272,14 @@ class SummarySlot:
         self.display_id, self.filled = f'medlab-summary-{uuid.uuid4().hex[:12]}', False
         self.active = show and in_kernel()
         if self.active:
-            from IPython.display import display
+            from IPython.display import display   # deferred: only a kernel shows a slot (0.2 s at a CLI start)
             display({'text/plain': placeholder, 'text/html': f'<i>{html.escape(placeholder)}</i>'}, raw=True, display_id=self.display_id)
             SummarySlot.current = self
 
     def fill(self, obj, title: str = 'Summary'):
         "Show `obj` (a table, a text) with `title` in the slot."
         if not self.active: return
-        from IPython.display import update_display
+        from IPython.display import update_display   # deferred: as in __init__
         bundle = display_bundle(obj)
         bundle = {'text/plain': f'{title}\n{bundle["text/plain"]}', 'text/html': f'<b>{html.escape(title)}</b>' + bundle.get('text/html', '')}
         update_display(bundle, raw=True, display_id=self.display_id)

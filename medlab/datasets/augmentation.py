@@ -16,6 +16,8 @@ import_monai()  # before any MONAI import: skips a slow optional dependency (see
 from monai.transforms import (Compose, MapTransform, RandAdjustContrastd, RandAffined, RandFlipd, RandGaussianNoised,
                               RandGaussianSmoothd, RandomizableTransform, RandRotate90d)
 from monai.utils import convert_to_dst_type, convert_to_numpy, convert_to_tensor
+import torchio as tio
+from skimage.color import hed2rgb, hsv2rgb, rgb2hed, rgb2hsv
 
 from ..core.augmentation_settings import AUGMENTATION, augmentation_problems
 from ..core.utils import Registry
@@ -47,7 +49,6 @@ class SeededTorchIOd(RandomizableTransform, MapTransform):
         self.randomize()
         d = dict(data)
         if not self._do_transform: return d
-        import torchio as tio
         keys = list(self.key_iterator(d))
         flat = np.ndim(d[keys[0]]) == 3  # (C, x, y): a 2D patch
         subject = tio.Subject({k: (tio.ScalarImage if i == 0 else tio.LabelMap)(tensor=_to_4d(d[k], flat)) for i, k in enumerate(keys)})
@@ -88,7 +89,6 @@ def _exactly(v) -> tuple[float, float]:
 
 def _torchio(name: str, keys, prob: float, **kwargs) -> SeededTorchIOd:
     "TorchIO's `name` with `kwargs`, seeded by medlab (TorchIO decides nothing itself: p=1)."
-    import torchio as tio
     return SeededTorchIOd(keys, getattr(tio, name)(p=1, copy=False, **kwargs), prob)
 
 # %% ../../nbs/08a_augmentation.ipynb #4bd5475d
@@ -185,7 +185,6 @@ def _spike(s, p: Patches):
 
 @AUGMENTERS.register('kspace')
 def _kspace(s, p: Patches):
-    import torchio as tio
     artefact = tio.OneOf({tio.RandomGhosting(copy=False): 0.5, tio.RandomSpike(copy=False): 0.5}, copy=False)
     return [SeededTorchIOd([_I], artefact, s.probability)]
 
@@ -216,7 +215,6 @@ def _unit_rgb(image, name: str) -> tuple[np.ndarray, float]:
 _GREY = np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 
 def _hue(rgb: np.ndarray, turn: float) -> np.ndarray:
-    from skimage.color import hsv2rgb, rgb2hsv
     hsv = rgb2hsv(np.moveaxis(rgb, 0, -1))
     hsv[..., 0] = (hsv[..., 0] + turn) % 1.0
     return np.moveaxis(hsv2rgb(hsv), -1, 0)
@@ -269,7 +267,6 @@ class RandHEDJitterd(RandomizableTransform, MapTransform):
             self.scale, self.shift = 1 + draw(self.sigmas), draw(self.biases)
 
     def __call__(self, data: dict) -> dict:
-        from skimage.color import hed2rgb, rgb2hed
         self.randomize()
         d = dict(data)
         if not self._do_transform: return d

@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import re
 import struct
+import threading
+import warnings
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from ..core.utils import atomic_path
+from .slides import open_slide
 
 # %% auto #0
 __all__ = ['NIFTI_TYPES', 'ImageInfo', 'read_image', 'read_info', 'slide_patch_path', 'parse_slide_patch', 'read_slide_patch',
@@ -36,6 +42,7 @@ class ImageInfo:
     @property
     def dimension(self) -> int: return len(self.size)
 
+# %% ../../nbs/02_io.ipynb #0cee7a0c
 def _series_files(folder: Path) -> list[str]:
     "The files of the first DICOM series in `folder`, sorted by position."
     ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
@@ -56,6 +63,7 @@ def read_image(path: str | Path) -> sitk.Image:
     except RuntimeError as e:
         raise ValueError(f'{path}: SimpleITK cannot read it ({str(e).strip().splitlines()[-1]})') from None
 
+# %% ../../nbs/02_io.ipynb #79a162f1
 def read_info(path: str | Path) -> ImageInfo:
     "The header of an image file or DICOM folder; pixels are read only for DICOM series (and slide patches)."
     path = Path(path)
@@ -72,11 +80,6 @@ def read_info(path: str | Path) -> ImageInfo:
                      components, sitk.GetPixelIDValueAsString(img.GetPixelID()))
 
 # %% ../../nbs/02_io.ipynb #fcb4a3d1
-import os
-import re
-import threading
-from functools import lru_cache
-
 _PATCH = re.compile(r'^(?P<file>.+)#patch=(?P<x>\d+),(?P<y>\d+),(?P<size>\d+),(?P<level>\d+)$')
 
 def slide_patch_path(slide: str | Path, x: int, y: int, size: int, level: int) -> str:
@@ -90,8 +93,7 @@ def parse_slide_patch(path: str | Path) -> tuple[str, int, int, int, int] | None
 
 @lru_cache(maxsize=64)   # patches of many slides shuffled together: with a few, nearly every read reopened its slide
 def _open_slide(path: str):
-    import warnings
-    from medlab.datasets.slides import open_slide
+    "The open slide at `path` and the lock its reads take (one file offset per slide)."
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')          # the MPP plays no part in reading pixels
         return open_slide(path), threading.Lock()
@@ -124,6 +126,7 @@ def squeeze_info(info: ImageInfo, dimension: int) -> ImageInfo:
     return ImageInfo(info.size[:d], info.spacing[:d], info.origin[:d], tuple(direction.ravel().tolist()),
                      info.components, info.pixel_type)
 
+# %% ../../nbs/02_io.ipynb #b0e71cb6
 def to_array(img: sitk.Image, dtype=np.float32) -> np.ndarray:
     "Channel-first array (C, x, y[, z]) of `img`; vector pixels (RGB) become channels."
     arr = sitk.GetArrayFromImage(img)  # (z, y, x[, c])
@@ -149,6 +152,7 @@ def to_image(arr: np.ndarray,                                # (x, y[, z]) or (1
         img.SetSpacing(reference.spacing); img.SetOrigin(reference.origin); img.SetDirection(reference.direction)
     return img
 
+# %% ../../nbs/02_io.ipynb #1c3bbe63
 def write_image(arr: np.ndarray, path: str | Path, reference: sitk.Image | ImageInfo | None = None):
     "Write `arr` to `path` (format from the ending) on `reference`'s geometry, atomically."
     path = Path(path)

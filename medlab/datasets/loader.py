@@ -114,49 +114,15 @@ def patch_sampler(sampler: PatchSamplerConfig,        # the config's `patch_samp
     else: crop = RandSpatialCropSamplesd(keys, roi_size=patch_size, num_samples=samples, random_size=False)
     return Compose([*pad, SpatialPadd(keys, spatial_size=patch_size), crop])
 
+# %% ../../nbs/10_loader.ipynb #15e364c3
 def epoch_seed(seed: int, epoch: int) -> int:
     "The seed of everything random in `epoch` of a run seeded with `seed`."
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
-class PatchQueue:
-    "Seeded training batches of patches from lazily read subjects, rebuilt each epoch."
-    def __init__(self, subjects: list[Subject], cfg: MedlabConfig, reader: SubjectReader, penalty: list[float] | None = None,
-                 shard: tuple[int, int] = (0, 1)):  # (rank, world size): under DDP each process reads its share of each epoch
-        self.subjects, self.cfg, self.reader, self.shard = list(subjects), cfg, reader, shard
-        per_voxel = reader.task.per_voxel
-        check_patch_size(self.subjects, cfg)
-        self.samples = queue_samples(cfg)
-        self.sampler = patch_sampler(cfg.patch_sampler, cfg.spatial_patch_size, self.samples, per_voxel,
-                                     reader.task.class_list, penalty)
-        self.label_dtype = reader.task.target_dtype
-        keys = ('image', 'label') if per_voxel else ('image',)
-        self.augment = build_augmentation(cfg.augmentations, cfg.model.dimension, cfg.spatial_patch_size, keys, num_channels=cfg.model.num_channels)
-        if cfg.network_patch_size != cfg.spatial_patch_size:  # GaNDLF's resize_patch: the network sees patches of this size
-            linear = 'bilinear' if cfg.model.dimension == 2 else 'trilinear'
-            self.augment = Compose([self.augment, Resized(list(keys), cfg.network_patch_size, mode=(linear, 'nearest')[:len(keys)])])
-        self._started = None  # (epoch, iterator, thread, result) of `start`
-
-    def _to_tensors(self, patch: dict) -> dict:
-        "The patch as tensors of its own (`torch.tensor` copies): a view would keep its whole volume in memory."
-        label = torch.tensor(np.asarray(patch['label']), dtype=self.label_dtype)
-        return {'image': torch.tensor(np.asarray(patch['image']), dtype=torch.float32), 'label': label}
-
-    def epoch(self, epoch: int) -> DataLoader:
-        "The batches of `epoch`: subjects in a seeded order, patches shuffled through the queue."
-        seed = epoch_seed(self.cfg.seed, epoch)
-        order = np.random.default_rng(seed).permutation(len(self.subjects))
-        rank, world = self.shard
-        if world > 1:  # the same order in every process, padded to a multiple of the world (as torch's DistributedSampler)
-            order = np.resize(order, -(-len(order) // world) * world)[rank::world]
-        read_and_sample = Compose([self.reader, self.sampler])  # MONAI's Compose reseeds what it wraps: seed after
-        augment = Compose([self.augment, self._to_tensors])
-        read_and_sample.set_random_state(seed=seed % 2**31)
-        augment.set_random_state(seed=(seed + 1) % 2**31)
-        patches = PatchDataset([self.subjects[i] for i in order], read_and_sample, self.samples, augment)
-        queue = ShuffleBuffer(patches, buffer_size=self.cfg.q_max_length, seed=(seed + 2) % 2**31)
-        # its own generator: making the iterator draws a seed, which must not come from (or shift) torch's global RNG
-        return DataLoader(queue, batch_size=self.cfg.batch_size, num_workers=self.cfg.q_num_workers,
-                          generator=torch.Generator().manual_seed((seed + 3) % 2**63))
+# %% ../../nbs/10_loader.ipynb #f8d3937d
+class _ReadAhead:
+    "The first batch of an epoch read in a background thread; the class using it gives `epoch(epoch)` and `cfg`."
+    _started = None  # (epoch, iterator, thread, result) of `start`
 
     def start(self, epoch: int):
         """Begin reading `epoch`'s first batch in a background thread, so that reading overlaps other start-up work;
@@ -187,6 +153,46 @@ class PatchQueue:
                 yield from batches
                 return
         yield from self.epoch(epoch)
+
+# %% ../../nbs/10_loader.ipynb #7df7b3ad
+class PatchQueue(_ReadAhead):
+    "Seeded training batches of patches from lazily read subjects, rebuilt each epoch."
+    def __init__(self, subjects: list[Subject], cfg: MedlabConfig, reader: SubjectReader, penalty: list[float] | None = None,
+                 shard: tuple[int, int] = (0, 1)):  # (rank, world size): under DDP each process reads its share of each epoch
+        self.subjects, self.cfg, self.reader, self.shard = list(subjects), cfg, reader, shard
+        per_voxel = reader.task.per_voxel
+        check_patch_size(self.subjects, cfg)
+        self.samples = queue_samples(cfg)
+        self.sampler = patch_sampler(cfg.patch_sampler, cfg.spatial_patch_size, self.samples, per_voxel,
+                                     reader.task.class_list, penalty)
+        self.label_dtype = reader.task.target_dtype
+        keys = ('image', 'label') if per_voxel else ('image',)
+        self.augment = build_augmentation(cfg.augmentations, cfg.model.dimension, cfg.spatial_patch_size, keys, num_channels=cfg.model.num_channels)
+        if cfg.network_patch_size != cfg.spatial_patch_size:  # GaNDLF's resize_patch: the network sees patches of this size
+            linear = 'bilinear' if cfg.model.dimension == 2 else 'trilinear'
+            self.augment = Compose([self.augment, Resized(list(keys), cfg.network_patch_size, mode=(linear, 'nearest')[:len(keys)])])
+
+    def _to_tensors(self, patch: dict) -> dict:
+        "The patch as tensors of its own (`torch.tensor` copies): a view would keep its whole volume in memory."
+        label = torch.tensor(np.asarray(patch['label']), dtype=self.label_dtype)
+        return {'image': torch.tensor(np.asarray(patch['image']), dtype=torch.float32), 'label': label}
+
+    def epoch(self, epoch: int) -> DataLoader:
+        "The batches of `epoch`: subjects in a seeded order, patches shuffled through the queue."
+        seed = epoch_seed(self.cfg.seed, epoch)
+        order = np.random.default_rng(seed).permutation(len(self.subjects))
+        rank, world = self.shard
+        if world > 1:  # the same order in every process, padded to a multiple of the world (as torch's DistributedSampler)
+            order = np.resize(order, -(-len(order) // world) * world)[rank::world]
+        read_and_sample = Compose([self.reader, self.sampler])  # MONAI's Compose reseeds what it wraps: seed after
+        augment = Compose([self.augment, self._to_tensors])
+        read_and_sample.set_random_state(seed=seed % 2**31)
+        augment.set_random_state(seed=(seed + 1) % 2**31)
+        patches = PatchDataset([self.subjects[i] for i in order], read_and_sample, self.samples, augment)
+        queue = ShuffleBuffer(patches, buffer_size=self.cfg.q_max_length, seed=(seed + 2) % 2**31)
+        # its own generator: making the iterator draws a seed, which must not come from (or shift) torch's global RNG
+        return DataLoader(queue, batch_size=self.cfg.batch_size, num_workers=self.cfg.q_num_workers,
+                          generator=torch.Generator().manual_seed((seed + 3) % 2**63))
 
     def __len__(self) -> int:
         "Batches per epoch."

@@ -41,6 +41,7 @@ class Subject:
     csv: str = ''
     group: str | None = None           # PatientID: subjects sharing it (slides of a patient, patches of a slide) stay in one split
 
+# %% ../../nbs/09_data.ipynb #e764f54d
 class DataError(MedlabError, ValueError):
     "A manifest that cannot be used; `problems` holds one line per bad row or column."
     def __init__(self, source: str, problems: list[str],
@@ -64,6 +65,7 @@ def _channel(absolute, cell: str, row: dict) -> str:
         except ValueError: pass   # not numbers: the file itself, which the checks then judge
     return path
 
+# %% ../../nbs/09_data.ipynb #5916ca7e
 def _column_problems(columns: list[str], target: bool, extra: tuple[str, ...], images: bool = True) -> list[str]:
     "Unknown, missing or out-of-order columns."
     problems = []
@@ -81,6 +83,7 @@ def _column_problems(columns: list[str], target: bool, extra: tuple[str, ...], i
         problems.append("missing column 'Label' (mask paths, for segmentation) or 'ValueToPredict'")
     return problems
 
+# %% ../../nbs/09_data.ipynb #80899fcf
 def unsafe_name(name: str) -> str | None:
     "Why `name` cannot be a file name inside a folder (a separator, `..`, a control character...), or None."
     if name in ('.', '..'): return 'is not a file name'
@@ -88,6 +91,7 @@ def unsafe_name(name: str) -> str | None:
     if any(ord(c) < 32 or ord(c) == 127 for c in name): return 'holds a control character'
     return None
 
+# %% ../../nbs/09_data.ipynb #5e1ef329
 def read_table(csv: str | Path) -> pd.DataFrame:
     "A CSV as a table of text cells; a missing or unreadable file is an error that names it."
     csv = Path(csv)
@@ -96,6 +100,31 @@ def read_table(csv: str | Path) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
         raise DataError(str(csv), [f'not a readable CSV: {str(e).strip()}']) from None
 
+# %% ../../nbs/09_data.ipynb #98c8150f
+def _row_subject(r: dict,                   # one row of text cells
+                 line: int,                 # its line in the CSV (the header is line 1)
+                 channel_cols: list[str],   # Channel_0.., in order
+                 absolute,                  # cell -> absolute path
+                 csv: Path,
+                 seen: dict[str, int]       # SubjectID -> line, of the rows read before (updated here)
+                ) -> Subject | str:
+    "The subject of one manifest row, or the line that says why the row cannot be one."
+    sid = r['SubjectID'].strip()
+    if not sid: return f'line {line}: empty SubjectID'
+    if bad := unsafe_name(sid): return f"line {line}: SubjectID {sid!r} {bad}: predictions are named after it"
+    if sid in seen: return f"line {line}: SubjectID '{sid}' repeats line {seen[sid]}"
+    seen[sid] = line
+    empty = [c for c in channel_cols + [k for k in ('Label', 'ValueToPredict') if k in r] if not r[c].strip()]
+    if empty: return f"line {line} ({sid}): empty {', '.join(empty)}"
+    value = None
+    if 'ValueToPredict' in r:
+        try: value = float(r['ValueToPredict'])
+        except ValueError: return f"line {line} ({sid}): ValueToPredict '{r['ValueToPredict']}' is not a number"
+    return Subject(sid, tuple(_channel(absolute, r[c], r) for c in channel_cols),
+                   absolute(r['Label']) if 'Label' in r else None,
+                   value, line, str(csv), r.get('PatientID', '').strip() or None)
+
+# %% ../../nbs/09_data.ipynb #f4ee4028
 def subjects_from_table(df: pd.DataFrame,              # text cells, as `read_table` gives them
                         csv: Path,                     # the file it came from: relative paths resolve against its folder
                         target: bool = True,           # a Label or ValueToPredict column is required
@@ -107,27 +136,14 @@ def subjects_from_table(df: pd.DataFrame,              # text cells, as `read_ta
     if problems: raise DataError(str(csv), problems)
     channel_cols = sorted((c for c in df.columns if _CHANNEL.match(c)), key=lambda c: int(c.split('_')[1]))
     absolute = lru_cache(maxsize=None)(lambda cell: str((csv.parent / cell.strip()).resolve()))  # rows naming one file resolve it once
-    subjects, seen = [], {}
-    for i, r in enumerate(df.to_dict('records')):
-        line = i + 2
-        sid = r['SubjectID'].strip()
-        if not sid: problems.append(f'line {line}: empty SubjectID'); continue
-        if bad := unsafe_name(sid): problems.append(f"line {line}: SubjectID {sid!r} {bad}: predictions are named after it"); continue
-        if sid in seen: problems.append(f"line {line}: SubjectID '{sid}' repeats line {seen[sid]}"); continue
-        seen[sid] = line
-        empty = [c for c in channel_cols + [k for k in ('Label', 'ValueToPredict') if k in r] if not r[c].strip()]
-        if empty: problems.append(f"line {line} ({sid}): empty {', '.join(empty)}"); continue
-        value = None
-        if 'ValueToPredict' in r:
-            try: value = float(r['ValueToPredict'])
-            except ValueError: problems.append(f"line {line} ({sid}): ValueToPredict '{r['ValueToPredict']}' is not a number"); continue
-        subjects.append(Subject(sid, tuple(_channel(absolute, r[c], r) for c in channel_cols),
-                                absolute(r['Label']) if 'Label' in r else None,
-                                value, line, str(csv), r.get('PatientID', '').strip() or None))
+    seen = {}
+    rows = [_row_subject(r, i + 2, channel_cols, absolute, csv, seen) for i, r in enumerate(df.to_dict('records'))]
+    subjects, problems = [r for r in rows if isinstance(r, Subject)], [r for r in rows if isinstance(r, str)]
     if not subjects and not problems: problems.append('the CSV has a header but no subjects')
     if problems: raise DataError(str(csv), problems)
     return subjects
 
+# %% ../../nbs/09_data.ipynb #deaa87a4
 def read_manifest(csv: str | Path,      # the manifest CSV
                   target: bool = True,  # False: Label and ValueToPredict are optional (data to predict)
                   images: bool = True   # False: Channel_0.. are optional (the truth, to score predictions against)
@@ -165,6 +181,7 @@ def check_file(path: str, model: ModelConfig) -> FileCheck:
     integrity = file_integrity(path)
     return FileCheck(tuple(f': {p}' for p in integrity.problems), info, integrity.digest)
 
+# %% ../../nbs/09_data.ipynb #7f9bcb7a
 def value_problem(path: str, info: ImageInfo, mask: bool, model: ModelConfig) -> str | None:
     "A mask's values outside `class_list`, or NaN/infinity in a float image (a NIfTI's are found in its bytes); None when fine."
     if mask:  # values in their stored type: no float64 copy of each volume
@@ -186,6 +203,7 @@ def _named_files(s: Subject) -> list[tuple[str, str]]:
     "(column, path) of each file a subject names."
     return [(f'Channel_{i}', p) for i, p in enumerate(s.channels)] + ([('Label', s.label)] if s.label else [])
 
+# %% ../../nbs/09_data.ipynb #7859655e
 def _subject_problems(s: Subject, model: ModelConfig, task: Task | None = None, align: bool = False,
                       files: dict[str, FileCheck] | None = None,        # path -> its check (read here when None)
                       values: dict[tuple[str, bool], str | None] | None = None  # (path, is mask) -> its value problem
@@ -213,6 +231,7 @@ def _subject_problems(s: Subject, model: ModelConfig, task: Task | None = None, 
         if found: problems.append(f'{where}: {name}{found}')
     return problems, digests
 
+# %% ../../nbs/09_data.ipynb #afb0795f
 def _duplicates(ordered: list[Subject], digests: list[dict[str, str]], shown: int | None = None) -> list[str]:
     "A line for each image that more than one subject holds (the same content, whatever its file name); `shown` holders named, the rest counted."
     holders = {}
@@ -239,6 +258,7 @@ def fold_repeats(lines: list[tuple[str, str]],  # (row, problem): ('line 2 (sub0
         out[i] = f'... and {seen[problem] - shown:,} more rows with the same problem as {last[problem]}'
     return out
 
+# %% ../../nbs/09_data.ipynb #f5206776
 def _check_files(ordered: list[Subject], model: ModelConfig, workers: int) -> tuple[dict, dict]:
     "Each distinct file's check, and each value check the rows need (a mask's values, a float image's NaN), once per file."
     with ThreadPoolExecutor(workers) as pool:  # SimpleITK and zlib release the GIL while they decode
@@ -249,6 +269,7 @@ def _check_files(ordered: list[Subject], model: ModelConfig, workers: int) -> tu
         values = dict(zip(wanted, pool.map(lambda k: value_problem(k[0], files[k[0]].info, k[1], model), wanted)))
     return files, values
 
+# %% ../../nbs/09_data.ipynb #580b0af8
 def check_subjects(subjects: list[Subject],   # every subject to be read
                    model: ModelConfig,        # what the network takes: dimension, channels, class_list
                    source: str = 'data',      # the manifest(s), for the message

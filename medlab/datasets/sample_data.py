@@ -42,6 +42,7 @@ def blob_subject(shape: tuple[int, ...],        # voxels along x, y (, z)
         channels.append(background + levels[mask] + rng.normal(0, noise, shape))
     return np.stack(channels).astype(np.float32), mask
 
+# %% ../../nbs/03_sample_data.ipynb #73210f01
 def make_sample_data(folder: str | Path,      # where to write the images, masks and `data.csv`
                      dimension: int = 2,       # 2 or 3
                      n_subjects: int = 24,

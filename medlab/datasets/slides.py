@@ -14,6 +14,12 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+import tifffile
+import tiffslide
+from PIL import Image
+from scipy.ndimage import gaussian_filter
+from skimage.filters import threshold_otsu
+from skimage.morphology import remove_small_holes, remove_small_objects
 
 from ..core.errors import MedlabError
 from ..core.utils import atomic_path
@@ -60,7 +66,6 @@ def _level_pages(ts) -> list:
 
 def _open_checked(path: Path):
     "A tiffslide handle on `path` whose levels hold the tiles their headers promise; a SlideError naming the file otherwise."
-    import tiffslide
     ts = why = None
     try:
         ts = tiffslide.TiffSlide(path)
@@ -166,6 +171,7 @@ class _DroppedSiblingReads(logging.Filter):
 if not any(isinstance(f, _DroppedSiblingReads) for f in logging.getLogger('asyncio').filters):   # once, even on reload
     logging.getLogger('asyncio').addFilter(_DroppedSiblingReads())
 
+# %% ../../nbs/19_slides.ipynb #67f095b6
 def read_array(self, location: tuple[int, int],   # (x, y) of the top-left corner in level-0 pixels
                level: int,                          # the level to read
                size: tuple[int, int]                # (width, height) in pixels of that level
@@ -204,13 +210,13 @@ def _rgb(arr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         arr = out
     return arr
 
+Slide.read_array, Slide.read_region = read_array, read_region
+
+# %% ../../nbs/19_slides.ipynb #9710d7df
 def shrink(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     "An RGB uint8 image resized to `size` (width, height), antialiased (Pillow's bilinear filter widens as it shrinks)."
-    from PIL import Image
     if rgb.shape[1::-1] == tuple(size): return rgb
     return np.asarray(Image.fromarray(rgb).resize(tuple(int(s) for s in size), Image.Resampling.BILINEAR))
-
-Slide.read_array, Slide.read_region = read_array, read_region
 
 # %% ../../nbs/19_slides.ipynb #64c48dfd
 _MIN_SAMPLES = 8   # tiles across and down (or all there are): fewer make too coarse a mosaic to find the tissue in
@@ -257,6 +263,7 @@ def _tile_mosaic(self, level: int, size: tuple[int, int]) -> np.ndarray:
             out[ty0:ty1, tx0:tx1] = shrink(tile, (tx1 - tx0, ty1 - ty0))
     return out
 
+# %% ../../nbs/19_slides.ipynb #269d2a9d
 def thumbnail(self, max_size: int = 1024     # the longer side of the thumbnail, in pixels
              ) -> tuple[np.ndarray, float]:
     "An RGB thumbnail and its downsample from level 0 (level-0 pixels per thumbnail pixel), within the slide's `max_pixels`."
@@ -301,6 +308,7 @@ def _tiles(strips: Iterable[np.ndarray], shape: tuple, tile: int, fill, sink) ->
             yield np.ascontiguousarray(t)
     if rows != shape[0]: raise ValueError(f'the strips hold {rows} rows, shape says {shape[0]}')
 
+# %% ../../nbs/19_slides.ipynb #b94644af
 class _Reducer:
     "Halves each strip it is given (mean or nearest) and appends it to a raw temporary file: the next level."
     def __init__(self, shape, dtype, folder, resample: str):
@@ -336,6 +344,7 @@ def _halve(a: np.ndarray, resample: str) -> np.ndarray:
     s = a[0::2, 0::2].astype(np.float32) + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2]
     return s * np.float32(0.25)
 
+# %% ../../nbs/19_slides.ipynb #31e5d5d1
 def write_pyramid(path: str | Path,            # the .tif to write (atomically)
                   image,                       # array-like (height, width[, channels]), or an iterator of strips of `tile` rows
                   mpp: float | None,           # microns per level-0 pixel (None: no resolution tags)
@@ -350,7 +359,6 @@ def write_pyramid(path: str | Path,            # the .tif to write (atomically)
                   workers: int | None = None   # threads compressing tiles (tifffile's maxworkers)
                  ) -> Path:
     "Write a tiled pyramidal TIFF (reduced levels in SubIFDs) from strips, never holding the whole image; the path."
-    import tifffile
     if shape is None: shape, dtype = tuple(image.shape), image.dtype
     if dtype is None: raise ValueError('give dtype with an iterator of strips')
     shape, dtype = tuple(int(s) for s in shape), np.dtype(dtype)
@@ -382,7 +390,6 @@ def write_pyramid(path: str | Path,            # the .tif to write (atomically)
 # %% ../../nbs/19_slides.ipynb #dd3458be
 def _field(rng, shape: tuple[int, int], blur: float) -> np.ndarray:
     "Smooth random noise in [0, 1]."
-    from scipy.ndimage import gaussian_filter
     f = gaussian_filter(rng.standard_normal(shape), blur)
     return (f - f.min()) / (np.ptp(f) + 1e-9)
 
@@ -402,7 +409,6 @@ def _coarse_maps(size: int, cell: int, seed: int) -> tuple[np.ndarray, np.ndarra
 
 def _textures(rng, tile: int, count: int = 8) -> np.ndarray:
     "H&E-like tissue texture tiles: pink stroma speckled with purple nuclei."
-    from scipy.ndimage import gaussian_filter
     out = []
     for _ in range(count):
         stroma = np.array([230, 150, 190], np.float32) + rng.normal(0, 12, (tile, tile, 1)) * [1, 1.3, 1]
@@ -411,6 +417,7 @@ def _textures(rng, tile: int, count: int = 8) -> np.ndarray:
         out.append(np.clip(stroma * (1 - nuclei) + np.array([90, 50, 140]) * nuclei, 0, 255).astype(np.uint8))
     return np.stack(out)
 
+# %% ../../nbs/19_slides.ipynb #3ed859aa
 def make_sample_slide(path: str | Path,      # the .tif to write
                       size: int = 20000,     # width and height in level-0 pixels
                       mpp: float = 0.5,      # microns per level-0 pixel (0.5: 20x)
@@ -421,7 +428,6 @@ def make_sample_slide(path: str | Path,      # the .tif to write
                       workers: int | None = None
                      ) -> Path:
     "Write a synthetic tissue-like tiled pyramidal TIFF, strip by strip, with an MPP tag; its path."
-    from PIL import Image
     cell = 32
     rng = np.random.default_rng(seed)
     tissue, tumour, pens = _coarse_maps(size, cell, seed)
@@ -492,7 +498,6 @@ def tissue_pixels(rgb: np.ndarray,              # RGB uint8 (height, width, 3)
                   threshold: float | None = None  # fixed threshold instead of Otsu's
                  ) -> np.ndarray:
     "Pixels of tissue: Otsu's threshold (clamped) on the saturation or the optical density, pen ink left out."
-    from skimage.filters import threshold_otsu
     if method not in _METHODS: raise ValueError(f"tissue method must be one of {sorted(_METHODS)}, got {method!r}")
     feature, lo, hi = _METHODS[method]
     f = feature(rgb)
@@ -535,7 +540,6 @@ def tissue_mask(slide,                         # a `Slide`, a slide path, or an 
                 max_hole: float = 0.0002       # holes smaller than this fraction are filled
                ) -> TissueMask:
     "The tissue of a slide, on its thumbnail: Otsu on saturation or optical density, pen marks, specks and small holes removed."
-    from skimage.morphology import remove_small_holes, remove_small_objects
     if isinstance(slide, np.ndarray): thumb, down = slide, 1.0
     else:
         if isinstance(slide, Slide): thumb, down = slide.thumbnail(max_size)
@@ -555,9 +559,8 @@ def tissue_figure(mask: TissueMask,                 # from `tissue_mask` (it kee
                   width: float = 10                 # inches
                  ):
     "A matplotlib figure: the thumbnail, and beside it the tissue mask over it (and the patches)."
-    import matplotlib
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
+    import matplotlib.pyplot as plt               # deferred: pyplot adds 0.5 s to every import of io, which imports this module
+    from matplotlib.patches import Rectangle      # deferred with pyplot: only a figure needs it
     thumb = mask.thumbnail if mask.thumbnail is not None else np.full((*mask.mask.shape, 3), 255, np.uint8)
     h, w = mask.mask.shape
     fig, axes = plt.subplots(1, 2, figsize=(width, width / 2 * h / w + 0.6))
@@ -592,7 +595,6 @@ def clean_description(description: str) -> str:
 
 def slide_identifiers(path: str | Path) -> list[str]:
     "What in a slide file may identify a patient: associated label/macro images and identifying tags, one line each."
-    import tifffile
     found = []
     try: tf = tifffile.TiffFile(path)
     except Exception as e: raise _unreadable(path, f'{type(e).__name__}: {e}') from None
@@ -632,7 +634,6 @@ def _copy_page(tw, tf, page, description: str | None, **extra):
 
 def _same_pixels(src: Path, dst: Path, regions: int = 4, seed: int = 0) -> str | None:
     "Why `dst` differs from `src` (tile bytes of every level, decoded level-0 regions), or None."
-    import tifffile
     with tifffile.TiffFile(src) as a, tifffile.TiffFile(dst) as b:
         la, lb = a.series[0].levels, b.series[0].levels
         if [l.shape for l in la] != [l.shape for l in lb]: return f'levels {[l.shape for l in la]} became {[l.shape for l in lb]}'
@@ -658,7 +659,6 @@ def deidentify_slide(src: str | Path,          # the slide to clean (opened read
                      overwrite: bool = False   # replace `dst` if it exists
                     ) -> Path:
     "Write a copy of a slide without label and macro images and identifying tags, level-0 tiles byte for byte; the new path."
-    import tifffile
     src, dst = Path(src), Path(dst)
     if not src.is_file(): raise FileNotFoundError(f'slide not found: {src}')
     if dst.exists() and (dst.resolve() == src.resolve() or src.samefile(dst)): raise SlideError(f'{dst} is the input: give a new file')
@@ -680,7 +680,6 @@ def deidentify_slide(src: str | Path,          # the slide to clean (opened read
 
 def _write_clean(tf, kind: str, src: Path, dst: Path):
     "Write the clean copy of the open slide `tf` to `dst` (atomically), and check its pixels against `src`."
-    import tifffile
     with atomic_path(dst) as tmp, tifffile.TiffWriter(tmp, bigtiff=tf.is_bigtiff) as tw:
         if kind == 'svs':
             keep = {p.index for s in tf.series if s.name.lower() not in ('label', 'macro') for l in s.levels for p in l.pages}

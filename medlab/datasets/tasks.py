@@ -14,12 +14,12 @@ import torch
 
 from ..core.config import ConfigError, MedlabConfig, ModelConfig
 from .io import ImageInfo, read_image, squeeze_info, squeeze_to, to_array, write_image
-from ..core.catalog import ARCHITECTURES, LOSSES, METRICS, task_name
+from ..core.catalog import LOSSES, METRICS, TASKS, task_misfit, task_name   # TASKS: the task names, kept importable here
 from ..core.utils import Registry, path_inside
 
 # %% auto #0
-__all__ = ['TASKS', 'Prediction', 'Task', 'class_penalty', 'Segmentation', 'RegionSegmentation', 'Classification', 'Regression',
-           'task_problems', 'build_task', 'config_task', 'task_of']
+__all__ = ['TASK_CLASSES', 'Prediction', 'Task', 'class_penalty', 'Segmentation', 'RegionSegmentation', 'Classification',
+           'Regression', 'task_problems', 'build_task', 'config_task', 'task_of']
 
 # %% ../../nbs/06a_tasks.ipynb #8ed40f34
 @dataclass
@@ -40,9 +40,13 @@ class Task:
     "What differs between segmentation, classification and regression; subclasses fill it in."
     name: ClassVar[str]
     per_voxel: ClassVar[bool] = False           # a decision per voxel (a map) rather than one per image
-    target_column: ClassVar[str] = 'ValueToPredict'
     target_dtype: ClassVar[torch.dtype] = torch.int64   # targets in a batch: class indices, or numbers for regression
     fusions: ClassVar[tuple[str, ...]] = ('mean', 'vote')  # how several models' predictions of a subject can be fused
+
+    @property
+    def target_column(self) -> str:
+        "The manifest column that holds this task's truth ('Label' or 'ValueToPredict', as `catalog.TASKS` says)."
+        return TASKS[self.name].target_column
 
     def __init__(self, class_list: list,                 # class values, background first (regions '1||4' for segmentation); [] for regression
                  final_layer: str = 'softmax',          # activation from logits to probabilities
@@ -126,7 +130,7 @@ def class_penalty(counts) -> list[float]:
 # %% ../../nbs/06a_tasks.ipynb #735085c9
 class Segmentation(Task):
     "A class for every voxel."
-    name, per_voxel, target_column = 'segmentation', True, 'Label'
+    name, per_voxel = 'segmentation', True
 
     def target(self, subject, dimension: int, grid=None) -> np.ndarray | None:
         "The subject's mask as class indices (1, x, y[, z]), or None when it has none."
@@ -260,23 +264,18 @@ class Regression(Task):
     def write(self, prediction: Prediction, folder: Path) -> dict:
         return {'SubjectID': prediction.subject_id, 'prediction': float(prediction.labels)}
 
-TASKS = Registry('task')
-for _task in (Segmentation, Classification, Regression): TASKS[_task.name] = _task
-TASKS['region_segmentation'] = RegionSegmentation
+TASK_CLASSES = Registry('task')   # the class of each task of `catalog.TASKS`, and overlapping regions, a kind of segmentation
+for _task in (Segmentation, Classification, Regression): TASK_CLASSES[_task.name] = _task
+TASK_CLASSES['region_segmentation'] = RegionSegmentation
 
 # %% ../../nbs/06a_tasks.ipynb #715c28fd
 def task_problems(model: ModelConfig, loss_function: str, metrics: list[str]) -> list[str]:
     "Keys that do not serve the task the config describes, each with the names that would."
     task = task_name(model.architecture, loss_function)
-    problems = []
-    if task not in LOSSES[loss_function].tasks:
-        fit = sorted(n for n, b in LOSSES.items() if task in b.tasks)
-        problems.append(f"loss_function: '{loss_function}' is not a {task} loss (model.architecture "
-                        f"'{model.architecture}' makes this a {task} run); use one of {', '.join(fit)}")
-    wrong = [m for m in metrics if task not in METRICS[m].tasks]
-    if wrong:
-        fit = sorted(n for n, b in METRICS.items() if task in b.tasks)
-        problems.append(f"metrics: {', '.join(wrong)} cannot score {task}; use some of {', '.join(fit)}")
+    because = f"model.architecture '{model.architecture}' makes this a {task} run"
+    problems = [task_misfit(LOSSES, loss_function, task, 'loss_function', because)]
+    problems += [task_misfit(METRICS, m, task, 'metrics') for m in metrics]
+    problems = [p for p in problems if p]
     if task != 'regression' and len(model.class_list) < 2:
         problems.append(f'model.class_list: {task} needs at least two classes, got {model.class_list}')
     return problems
@@ -284,7 +283,7 @@ def task_problems(model: ModelConfig, loss_function: str, metrics: list[str]) ->
 def build_task(model: ModelConfig, loss_function: str, scaling_factor: float = 1.0) -> Task:
     "The task of a run with this network and loss (see `task_problems` for whether the rest of the config agrees)."
     name = task_name(model.architecture, loss_function)
-    return TASKS['region_segmentation' if model.regions else name].from_config(model, scaling_factor)
+    return TASK_CLASSES['region_segmentation' if model.regions else name].from_config(model, scaling_factor)
 
 def config_task(model: ModelConfig, loss_function: str, metrics: list[str], source: str = 'config', scaling_factor: float = 1.0) -> Task:
     "The task a config describes, or a `ConfigError` from `source` naming each key that does not serve it."

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
+import torchstain
+from PIL import Image
 from scipy import ndimage
 from ..core.utils import import_monai
 import_monai()  # before any MONAI import: skips a slow optional dependency (see utils)
@@ -53,7 +55,7 @@ def build_preprocessing(settings: dict) -> Compose:
     "The pre-processing pipeline for `cfg.data_preprocessing`, in the order written."
     return Steps([t.build() for t in preprocessing_specs(settings)])
 
-
+# %% ../../nbs/08_transforms.ipynb #2ab3981f
 PREPROCESSORS['normalize'] = lambda s: [Spec(_T + 'NormalizeIntensityd', dict(keys=_I, channel_wise=True))]
 PREPROCESSORS['normalize_nonZero_masked'] = lambda s: [Spec(_T + 'NormalizeIntensityd', dict(keys=_I, nonzero=True, channel_wise=True))]
 
@@ -195,6 +197,7 @@ def stained_fraction(rgb: np.ndarray) -> float:
     "The fraction of pixels (N, 3) whose optical density reaches `_BETA` in every channel (Macenko's stained pixels)."
     return float((stain_optical_density(rgb) >= _BETA).all(-1).mean())
 
+# %% ../../nbs/08_transforms.ipynb #a0bf3128
 class RuifrokNormalizer:
     "Ruifrok's stain vectors for every image; each stain's amount scaled so its 99th percentile is the reference's."
     def __init__(self): self.stains = RUIFROK_STAINS / np.linalg.norm(RUIFROK_STAINS, axis=1, keepdims=True)
@@ -214,16 +217,15 @@ def stain_normalizer(extractor: str,   # 'ruifrok', 'macenko' or 'reinhard'
                      reference: np.ndarray  # the reference patch, RGB (x, y, 3) in 0..255
                     ):
     "A normaliser fitted on `reference`, whose `normalize(rgb)` gives the image in the reference's stain colours."
-    import torchstain
     if extractor == 'ruifrok': norm = RuifrokNormalizer()
     elif extractor == 'macenko': norm = torchstain.normalizers.MacenkoNormalizer(backend='numpy')
     else: norm = torchstain.normalizers.ReinhardNormalizer(backend='numpy')
     norm.fit(np.asarray(reference, np.uint8) if extractor != 'ruifrok' else np.asarray(reference, np.float64))
     return norm
 
+# %% ../../nbs/08_transforms.ipynb #f844a1a0
 def read_rgb(path: str | Path) -> np.ndarray:
     "An image file as RGB uint8 (x, y, 3) (alpha dropped, grey repeated)."
-    from PIL import Image
     with Image.open(path) as im: return np.asarray(im.convert('RGB'))
 
 class StainNormalized(MapTransform):
@@ -311,6 +313,7 @@ def _canonical(img: sitk.Image) -> sitk.Image:
     flips = [bool(direction[i, i] < 0) for i in range(2)]
     return sitk.Flip(img, flips) if any(flips) else img
 
+# %% ../../nbs/08_transforms.ipynb #b3234853
 SPATIAL_PREPROCESSORS = Registry('grid pre-processing transform')   # name -> (image, settings, label, box) -> image
 SPATIAL_PREPROCESSORS['resample'] = lambda img, s, label, box: _same_box(img, _per_axis(s.resolution, img), label)
 SPATIAL_PREPROCESSORS['resample_min'] = lambda img, s, label, box: _same_box(
@@ -343,6 +346,7 @@ def nonzero_box(images: list[sitk.Image]) -> tuple[list[int], list[int]]:
     lo = [int(a.min()) for a in axes][::-1]; hi = [int(a.max()) + 1 for a in axes][::-1]   # numpy is (z, y, x): back to (x, y, z)
     return lo, [h - l for l, h in zip(lo, hi)]
 
+# %% ../../nbs/08_transforms.ipynb #73c9f284
 class GridSteps:
     "The grid-changing pre-processing of a config, applied to one subject's channels and mask alike."
     def __init__(self, settings: dict):  # `data_preprocessing`, typed
@@ -368,6 +372,7 @@ class GridSteps:
         channels, mask = self.plan(channels)
         return channels, None if label is None else mask(label)
 
+# %% ../../nbs/08_transforms.ipynb #9012fcda
 def grid_info(img: sitk.Image) -> ImageInfo:
     "The geometry of an image in memory, as `medlab.datasets.io.read_info` gives it for a file."
     return ImageInfo(tuple(img.GetSize()), tuple(img.GetSpacing()), tuple(img.GetOrigin()), tuple(img.GetDirection()),
@@ -417,6 +422,7 @@ class PerLabel(Transform):
                 m[mask & ~kept] = 0
         return torch.as_tensor(out) if was_tensor else out
 
+# %% ../../nbs/08_transforms.ipynb #54c3f4d6
 POSTPROCESSORS = Registry('post-processing transform')
 POSTPROCESSORS['fill_holes'] = lambda s, classes: Spec(_T + 'FillHoles', dict(applied_labels=classes))
 POSTPROCESSORS['cca'] = lambda s, classes: Spec(_T + 'KeepLargestConnectedComponent', dict(applied_labels=classes, independent=True))

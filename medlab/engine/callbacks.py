@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
+import time
 from dataclasses import asdict, dataclass
 from numbers import Number
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['TRACKING_EXTRA', 'EpochRecord', 'Callback', 'require', 'scalars', 'TensorBoardTracker', 'flat_params', 'mlflow_store',
-           'MLflowTracker', 'tracking_callbacks']
+__all__ = ['TRACKING_EXTRA', 'EpochRecord', 'Callback', 'StopRequested', 'StopWhen', 'require', 'scalars', 'TensorBoardTracker',
+           'flat_params', 'mlflow_store', 'MLflowTracker', 'tracking_callbacks']
 
 # %% ../../nbs/11f_callbacks.ipynb #5938a46e
 @dataclass(frozen=True)
@@ -41,12 +43,28 @@ class EpochRecord:
 
 # %% ../../nbs/11f_callbacks.ipynb #6c41c897
 class Callback:
-    "A hook of the training loop; override what you need (see the module's introduction for when each is called)."
+    "A hook of the training loop; override what you need (see the table above for when each is called)."
     every_process: bool = False   # True: called in every torchrun process, not only rank 0
     def on_fit_start(self, trainer): pass
+    def on_epoch_start(self, trainer, epoch: int): pass
+    def on_step_end(self, trainer): pass
+    def on_validation_end(self, trainer, train_row: dict, val_row: dict): pass
     def on_epoch_end(self, trainer, record: EpochRecord): pass
     def on_fit_end(self, trainer, result): pass
     def teardown(self, trainer): pass
+
+# %% ../../nbs/11f_callbacks.ipynb #7c8de1e0
+class StopRequested(Exception):
+    "Raised inside the loop to end the run where it is: (epoch, step), step 0 before the epoch began."
+
+class StopWhen(Callback):
+    "End the run after the current training step (or before the next epoch) once `event` is set."
+    every_process = True   # each torchrun process looks at its own event
+    def __init__(self, event: threading.Event): self.event = event
+    def on_epoch_start(self, trainer, epoch: int):
+        if self.event.is_set(): raise StopRequested(epoch, 0)
+    def on_step_end(self, trainer):
+        if self.event.is_set(): raise StopRequested(trainer.epoch, trainer.step)
 
 # %% ../../nbs/11f_callbacks.ipynb #f3d5ff0b
 TRACKING_EXTRA = 'pip install "medlab[tracking]"'
@@ -120,7 +138,6 @@ class MLflowTracker(Callback):
 
     def _log(self, params: dict | None = None, metrics: dict | None = None, step: int = 0):
         from mlflow.entities import Metric, Param  # optional heavy dependency (see above)
-        import time
         now = int(time.time() * 1000)
         ps = [Param(k, v) for k, v in (params or {}).items()]
         ms = [Metric(k, v, now, step) for k, v in (metrics or {}).items()]

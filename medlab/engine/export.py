@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +40,7 @@ def sample_patches(predictor: Predictor, run: RunFolder, n: int = 16, seed: int 
 # %% ../../nbs/10d_export.ipynb #201d4548
 def to_openvino(model: torch.nn.Module, example: np.ndarray):
     "The network as an OpenVINO model whose batch and spatial sizes are dynamic."
-    import warnings
-    import openvino as ov
+    import openvino as ov   # optional and heavy (see `OpenVINONetwork`): imported only when a model is exported
     shape = ov.PartialShape([-1, example.shape[0]] + [-1] * (example.ndim - 1))
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter('ignore', torch.jit.TracerWarning)  # shape checks traced as constants: the parity check below is the test
@@ -49,19 +49,18 @@ def to_openvino(model: torch.nn.Module, example: np.ndarray):
 
 def quantize_int8(ov_model, patches: list[np.ndarray]):
     "The OpenVINO model with INT8 weights and activations, calibrated by NNCF on `patches`."
-    import nncf
+    import nncf   # optional and heavy: imported only when an INT8 export is asked for
     return nncf.quantize(ov_model, nncf.Dataset([p[None] for p in patches]), subset_size=len(patches))
 
 def save_openvino(ov_model, path: Path, fp16: bool = False) -> Path:
     "Write the IR (`.xml` and `.bin`) beside each other; FP16 stores the weights in half precision."
-    import openvino as ov
+    import openvino as ov   # optional and heavy, as in `to_openvino`
     path.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(ov_model, str(path), compress_to_fp16=fp16)
     return path
 
 def save_onnx(model: torch.nn.Module, example: np.ndarray, path: Path) -> Path:
     "Write the network as ONNX (batch and spatial axes dynamic)."
-    import warnings
     axes = {0: 'batch', **{i + 2: f'axis{i}' for i in range(example.ndim - 1)}}
     with warnings.catch_warnings(), atomic_path(path) as tmp:
         warnings.simplefilter('ignore')  # the TorchScript exporter's deprecation and tracing notes
@@ -115,6 +114,7 @@ def _latency(net: torch.nn.Module, patch: np.ndarray, repeats: int = 3) -> float
 
 def _size_mb(*paths: Path) -> float: return round(sum(p.stat().st_size for p in paths if p.exists()) / 2**20, 3)
 
+# %% ../../nbs/10d_export.ipynb #dcddbba1
 def export_run(run: str | Path,                              # a run folder
                output_dir: str | Path | None = None,         # default: the run's `export/` folder
                formats: list[str] | str = ('openvino',),     # 'openvino', 'onnx'

@@ -281,7 +281,7 @@ def load_run(path: str | Path,                        # a run folder
              checkpoint: str = 'best',                 # 'best', 'latest' or 'initial'
              device: torch.device | str | None = None, # default: the run's `accelerator` ('auto': a GPU when there is one)
              backend: str = 'torch',                   # the engine that runs the network: 'torch', or 'openvino' (an export of the run)
-             precision: str = 'fp32'                   # openvino: which export ('fp32', 'fp16', 'int8'; see `medlab.workflows.deploy`)
+             precision: str = 'fp32'                   # openvino: which export ('fp32', 'fp16', 'int8'; see `medlab.engine.export`)
             ) -> Predictor:
     "A finished run as a predictor: its config, its weights and exactly the pre- and post-processing of its training."
     if backend not in ('torch', 'openvino'): raise ValueError(f"backend '{backend}': use 'torch' or 'openvino'")

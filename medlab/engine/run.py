@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import socket
 import yaml
@@ -15,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import torch
+from fastcore.basics import patch
 
 from ..core.errors import MedlabError
 from ..core.config import MedlabConfig, load_config
@@ -30,7 +33,6 @@ __all__ = ['FURNITURE', 'CHECKPOINTS', 'LOG_KINDS', 'KEEP_ON_RESUME', 'save_chec
 # %% ../../nbs/10a_run.ipynb #fb95900d
 def save_checkpoint(path: Path, **state):
     "Write `state` (tensors, numbers, strings, dicts of them) to `path` atomically."
-    import torch
     with atomic_path(path) as tmp: torch.save(state, tmp)
 
 class CheckpointError(MedlabError, ValueError):
@@ -38,8 +40,6 @@ class CheckpointError(MedlabError, ValueError):
 
 def load_checkpoint(path: str | Path) -> dict:
     "A checkpoint written by `save_checkpoint`, loaded on the CPU without running pickled code."
-    import pickle
-    import torch
     path = Path(path)
     try: return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError:
@@ -224,74 +224,88 @@ class RunFolder:
         last_start = max((i for i, n in enumerate(names) if n == 'start'), default=-1)
         return 'finished' in names[last_start + 1:] and (self.path / self.metrics_file).is_file()
 
-    # -- writing ---------------------------------------------------------------------------------------------
+    # in the class body, not `@patch`ed: a module-level `def` of these names would hide the functions they call
     def hold(self, note=print):
         "Hold the folder for this process while a `with` block runs: one writer per run folder (see `hold`)."
         return hold(self.path, note)
-
-    # -- whose folder ----------------------------------------------------------------------------------------
-    @property
-    def owned(self) -> bool:
-        "True when medlab marked the folder as a run's (or an earlier medlab, without the mark, logged a run's events in it)."
-        if (self.path / self.marker_file).is_file(): return True
-        try: first = json.loads((self.path / self.events_file).read_text().split('\n', 1)[0])
-        except (OSError, ValueError): return False
-        return isinstance(first, dict) and {'event', 'time'} <= first.keys()
-
-    def written_names(self) -> set[str]:
-        "The names of the files medlab writes at the top of a run folder."
-        return {self.config_file, self.split_file, self.metrics_file, self.events_file, self.curves_file, self.marker_file,
-                *CHECKPOINTS.values(), *(self.logs_path(k).name for k in LOG_KINDS)}
-
-    def _ours(self, name: str) -> bool:
-        "True for what may lie in a run folder before the run: its lock and temporaries, and executed notebooks (`papermill templates/train.ipynb RUN/train.ipynb -p output_dir RUN` writes one there first; medlab writes no notebook name, so none is overwritten)."
-        return (name in (self.marker_file, 'run.lock') or name.startswith('run.lock.stale.') or name.endswith('.ipynb')
-                or temporary_of(name) in self.written_names())
-
-    def check_writable(self):
-        "Refuse a folder that holds files medlab did not write, unless it is a run folder of medlab's (see above)."
-        if self.owned or not (foreign := foreign_entries(self.path, self._ours)): return
-        refuse_foreign(self.path, foreign, f'give an empty folder or a new subfolder as output_dir (e.g. {self.path / "run"}); '
-                                           'medlab writes and resumes a run only in a folder of its own')
-
-    def prepare(self, fresh: bool = False):
-        "Take the folder (new, empty or medlab's: see `check_writable`), clear what killed writes left; `fresh` removes what a previous run left that would be taken for this one's."
-        self.check_writable()
-        self.path.mkdir(parents=True, exist_ok=True)
-        if not (self.path / self.marker_file).is_file():
-            write_text_atomic(self.path / self.marker_file, 'a medlab run folder: medlab writes into it and resumes it\n')
-        remove_temporaries(self.path, self.written_names())
-        for pattern in self.own_folders:
-            for folder in self.path.glob(pattern): remove_temporaries(folder)
-        if fresh:
-            for name in [*CHECKPOINTS.values(), self.metrics_file, self.events_file]: (self.path / name).unlink(missing_ok=True)
-            for old in (self.path / 'epochs').glob('model_epoch_*.pt'): old.unlink()
-
-    def write_config(self, cfg: MedlabConfig):
-        "`config.yaml`, with paths relative to the folder where they can be (reads back equal to `cfg`, from anywhere the folder moves)."
-        text = yaml.safe_dump(portable_config(cfg.model_dump(mode='json'), self.path), sort_keys=False)
-        write_text_atomic(self.path / self.config_file, text)
-
-    def write_split(self, split: Split):
-        "`split.csv`, with each subject's files relative to the folder where they can be."
-        write_text_atomic(self.path / self.split_file, portable_split(split.table(), self.path).to_csv(index=False))
-    def write_metrics(self, summary: dict): write_json_atomic(self.path / self.metrics_file, summary)
     def save_checkpoint(self, which: str, **state): save_checkpoint(self.checkpoint_path(which), **state)
-    def save_epoch(self, number: int, **state):
-        "Keep epoch `number`'s weights (and `state`) as `epochs/model_epoch_{number}.pt` (`model.save_at_every_epoch`)."
-        (self.path / 'epochs').mkdir(exist_ok=True)
-        save_checkpoint(self.path / 'epochs' / f'model_epoch_{number}.pt', epoch=number, **state)
 
-    def write_logs(self, kind: str, rows: list[dict]):
-        write_text_atomic(self.logs_path(kind), pd.DataFrame(rows).to_csv(index=False))
+# %% ../../nbs/10a_run.ipynb #724815c5
+@patch(as_prop=True)
+def owned(self: RunFolder) -> bool:
+    "True when medlab marked the folder as a run's (or an earlier medlab, without the mark, logged a run's events in it)."
+    if (self.path / self.marker_file).is_file(): return True
+    try: first = json.loads((self.path / self.events_file).read_text().split('\n', 1)[0])
+    except (OSError, ValueError): return False
+    return isinstance(first, dict) and {'event', 'time'} <= first.keys()
 
-    def write_predictions(self, split: str, rows: list[dict]):
-        write_text_atomic(self.predictions_dir(split) / 'predictions.csv', pd.DataFrame(rows).to_csv(index=False))
+@patch
+def written_names(self: RunFolder) -> set[str]:
+    "The names of the files medlab writes at the top of a run folder."
+    return {self.config_file, self.split_file, self.metrics_file, self.events_file, self.curves_file, self.marker_file,
+            *CHECKPOINTS.values(), *(self.logs_path(k).name for k in LOG_KINDS)}
 
-    def log_event(self, event: str, at: float | None = None, **fields):
-        "Append one line to `events.jsonl`: the event, its time (`at`, default now) and `fields`; flushed at once."
-        line = json.dumps({'event': event, 'time': time.time() if at is None else at, **fields})
-        with open(self.path / self.events_file, 'a') as f: f.write(line + '\n')  # a crash loses at most this line
+@patch
+def _ours(self: RunFolder, name: str) -> bool:
+    "True for what may lie in a run folder before the run: its lock and temporaries, and executed notebooks (`papermill templates/train.ipynb RUN/train.ipynb -p output_dir RUN` writes one there first; medlab writes no notebook name, so none is overwritten)."
+    return (name in (self.marker_file, 'run.lock') or name.startswith('run.lock.stale.') or name.endswith('.ipynb')
+            or temporary_of(name) in self.written_names())
+
+@patch
+def check_writable(self: RunFolder):
+    "Refuse a folder that holds files medlab did not write, unless it is a run folder of medlab's (see above)."
+    if self.owned or not (foreign := foreign_entries(self.path, self._ours)): return
+    refuse_foreign(self.path, foreign, f'give an empty folder or a new subfolder as output_dir (e.g. {self.path / "run"}); '
+                                       'medlab writes and resumes a run only in a folder of its own')
+
+@patch
+def prepare(self: RunFolder, fresh: bool = False):
+    "Take the folder (new, empty or medlab's: see `check_writable`), clear what killed writes left; `fresh` removes what a previous run left that would be taken for this one's."
+    self.check_writable()
+    self.path.mkdir(parents=True, exist_ok=True)
+    if not (self.path / self.marker_file).is_file():
+        write_text_atomic(self.path / self.marker_file, 'a medlab run folder: medlab writes into it and resumes it\n')
+    remove_temporaries(self.path, self.written_names())
+    for pattern in self.own_folders:
+        for folder in self.path.glob(pattern): remove_temporaries(folder)
+    if fresh:
+        for name in [*CHECKPOINTS.values(), self.metrics_file, self.events_file]: (self.path / name).unlink(missing_ok=True)
+        for old in (self.path / 'epochs').glob('model_epoch_*.pt'): old.unlink()
+
+# %% ../../nbs/10a_run.ipynb #5be03437
+@patch
+def write_config(self: RunFolder, cfg: MedlabConfig):
+    "`config.yaml`, with paths relative to the folder where they can be (reads back equal to `cfg`, from anywhere the folder moves)."
+    text = yaml.safe_dump(portable_config(cfg.model_dump(mode='json'), self.path), sort_keys=False)
+    write_text_atomic(self.path / self.config_file, text)
+
+@patch
+def write_split(self: RunFolder, split: Split):
+    "`split.csv`, with each subject's files relative to the folder where they can be."
+    write_text_atomic(self.path / self.split_file, portable_split(split.table(), self.path).to_csv(index=False))
+
+@patch
+def write_metrics(self: RunFolder, summary: dict): write_json_atomic(self.path / self.metrics_file, summary)
+
+@patch
+def save_epoch(self: RunFolder, number: int, **state):
+    "Keep epoch `number`'s weights (and `state`) as `epochs/model_epoch_{number}.pt` (`model.save_at_every_epoch`)."
+    (self.path / 'epochs').mkdir(exist_ok=True)
+    save_checkpoint(self.path / 'epochs' / f'model_epoch_{number}.pt', epoch=number, **state)
+
+@patch
+def write_logs(self: RunFolder, kind: str, rows: list[dict]):
+    write_text_atomic(self.logs_path(kind), pd.DataFrame(rows).to_csv(index=False))
+
+@patch
+def write_predictions(self: RunFolder, split: str, rows: list[dict]):
+    write_text_atomic(self.predictions_dir(split) / 'predictions.csv', pd.DataFrame(rows).to_csv(index=False))
+
+@patch
+def log_event(self: RunFolder, event: str, at: float | None = None, **fields):
+    "Append one line to `events.jsonl`: the event, its time (`at`, default now) and `fields`; flushed at once."
+    line = json.dumps({'event': event, 'time': time.time() if at is None else at, **fields})
+    with open(self.path / self.events_file, 'a') as f: f.write(line + '\n')  # a crash loses at most this line
 
 # %% ../../nbs/10a_run.ipynb #9f63d3c6
 KEEP_ON_RESUME = {'num_epochs', 'patience', 'verbose', 'q_verbose', 'q_num_workers', 'export', 'tracking'}

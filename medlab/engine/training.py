@@ -20,13 +20,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
+from fastcore.basics import patch
+from IPython.display import display, update_display
+from matplotlib.figure import Figure   # not pyplot: the panel draws from its training thread, and pyplot's state is the user's
+from matplotlib.ticker import MaxNLocator
+from torch.nn.parallel import DistributedDataParallel
 from ..core.errors import MedlabError
 from ..core.utils import import_monai
 import_monai()  # before any MONAI import: skips a slow optional dependency (see utils)
 from monai.data import get_track_meta, set_track_meta
 
 import medlab
-from .callbacks import Callback, EpochRecord, tracking_callbacks
+from .callbacks import Callback, EpochRecord, StopRequested, StopWhen, tracking_callbacks
 from ..core.config import ConfigError, MedlabConfig, config_from_dict, update_config
 from ..datasets.manifest import Subject
 from ..datasets.loader import PatchQueue, epoch_seed
@@ -44,9 +50,9 @@ from ..core.utils import atomic_path, duration, in_kernel, is_interactive, progr
 
 # %% auto #0
 __all__ = ['TrainResult', 'run_seconds', 'split_by_class', 'EarlyStopping', 'training_penalty', 'Trainer', 'TrainingDiverged',
-           'TrainingInterrupted', 'ExportFailed', 'StopRequested', 'EpochReport', 'epoch_line', 'EventLog',
-           'ProgressLine', 'OnEpochFunction', 'ExportAtEnd', 'interruption', 'plot_curves',
-           'import_dynamo_in_background', 'export_trained', 'process_group', 'train']
+           'TrainingInterrupted', 'ExportFailed', 'Checkpoints', 'EpochReport', 'epoch_line', 'EventLog',
+           'ProgressLine', 'OnEpochFunction', 'ExportAtEnd', 'plot_curves', 'CurvesPNG', 'import_dynamo_in_background',
+           'export_trained', 'process_group', 'train']
 
 # %% ../../nbs/11_training.ipynb #44b53c8b
 @dataclass
@@ -100,7 +106,8 @@ def split_by_class(row: dict, classes: list) -> dict[str, dict[str, float]]:
         out.setdefault(metric, {})[column] = value
     return out
 
-def _summary(self: TrainResult) -> pd.DataFrame:
+@patch
+def summary(self: TrainResult) -> pd.DataFrame:
     "The run as a small table: best epoch, epochs, time, and each metric per class (validation, testing)."
     epochs = f'{self.epochs_run} of {self.num_epochs}' if self.num_epochs else str(self.epochs_run)
     if self.stopped_early: epochs += ' (early stopping)'
@@ -114,11 +121,9 @@ def _summary(self: TrainResult) -> pd.DataFrame:
     columns = ['value'] + sorted((c for c in table.columns if c != 'value'), key=lambda c: [str(x) for x in self.classes].index(c[6:]))
     return table[columns].astype(object).where(table[columns].notna(), '')
 
-TrainResult.summary = _summary
-
 # %% ../../nbs/11_training.ipynb #09d50286
 @dataclass
-class EarlyStopping:
+class EarlyStopping(Callback):
     "Which epoch was best by the monitored metric, and whether `patience` epochs have passed without a better one."
     monitor: str
     higher_is_better: bool
@@ -126,6 +131,7 @@ class EarlyStopping:
     best: float | None = None
     best_epoch: int = 0
     bad_epochs: int = 0
+    every_process = True   # not a field: every torchrun process takes the same decisions
 
     def step(self, epoch: int, value: float) -> bool:
         "Record `epoch`'s value; True when it is the best so far."
@@ -137,6 +143,7 @@ class EarlyStopping:
     @property
     def should_stop(self) -> bool: return self.bad_epochs >= self.patience
 
+    def on_validation_end(self, trainer, train_row: dict, val_row: dict): self.step(val_row['epoch'], val_row[self.monitor])
     def state_dict(self) -> dict: return {'best': self.best, 'best_epoch': self.best_epoch, 'bad_epochs': self.bad_epochs}
     def load_state_dict(self, state: dict): self.best, self.best_epoch, self.bad_epochs = state['best'], state['best_epoch'], state['bad_epochs']
 
@@ -161,21 +168,20 @@ class Trainer:
         self.model, self.device = self.predictor.model, self.predictor.device
         self.net = self.model  # what the training steps call: under DDP, the wrapper that averages gradients across processes
         if shard[1] > 1:
-            from torch.nn.parallel import DistributedDataParallel
             self.net = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == 'cuda' else None)
         self.penalty = training_penalty(cfg, task, split.training)
         self.loss_fn = build_loss(cfg.loss_function, cfg.model.final_layer, self.penalty if cfg.weighted_loss else None, **cfg.loss_options)
         self.queue = PatchQueue(split.training, cfg, self.predictor.reader, self.penalty, shard)
         self.metrics = {kind: self.new_metrics() for kind in LOG_KINDS}
         first = self.metrics['validation'][0]
-        self.stopping = EarlyStopping(first.names[0], first.higher_is_better, cfg.patience)
+        self.stopping = EarlyStopping(first.names[0], first.higher_is_better, cfg.patience)  # the first callback of `fit`
         self.logs = {kind: [] for kind in LOG_KINDS}
         self.scaler = torch.amp.GradScaler('cuda', enabled=self.predictor.amp_dtype == torch.float16)
         self.optimizer = self.scheduler = self.first_step_time = None
         self.grid_of = {}  # subject -> the pre-processed grid it was scored on (when pre-processing moves the grid)
         self.epoch = self.step = 0
         self.saved_epoch = 0               # the epoch `model_latest.pt` holds: where a new run resumes
-        self.stop, self.callbacks, self.first_epoch = None, [], 1   # see `fit`
+        self.callbacks, self.first_epoch = [], 1   # see `fit`
 
     @property
     def monitor(self) -> str: return self.stopping.monitor
@@ -183,6 +189,11 @@ class Trainer:
     def new_metrics(self) -> list:
         "Fresh metrics of the config, over the classes the task scores."
         return build_metrics(self.cfg.metrics, self.task.scored_classes, self.task.name, self.cfg.metric_options)
+
+    def hook(self, name: str, *args):
+        "Call hook `name` of every callback, in their order (one without it is passed over)."
+        for c in self.callbacks:
+            if (f := getattr(c, name, None)) is not None: f(self, *args)
 
 # %% ../../nbs/11_training.ipynb #09878bc4
 class TrainingDiverged(MedlabError, RuntimeError):
@@ -194,7 +205,8 @@ class TrainingInterrupted(MedlabError, KeyboardInterrupt):
 class ExportFailed(MedlabError, RuntimeError):
     "The run finished but exporting it failed; the message says how to retry."
 
-def _train_step(self: Trainer, batch: dict) -> float:
+@patch
+def train_step(self: Trainer, batch: dict) -> float:
     "One optimisation step on a batch of patches; updates the training metrics."
     image = batch['image'].to(self.device).contiguous(memory_format=self.predictor.memory_format)
     target = batch['label'].to(self.device)
@@ -221,7 +233,8 @@ def _train_step(self: Trainer, batch: dict) -> float:
         self.task.update(self.metrics['training'], self.task.decide(probabilities), target, probabilities)
     return float(loss.detach())
 
-def _validation_step(self: Trainer, subject: Subject, metrics: list) -> tuple[float, torch.Tensor, torch.Tensor]:
+@patch
+def validation_step(self: Trainer, subject: Subject, metrics: list) -> tuple[float, torch.Tensor, torch.Tensor]:
     "Loss, logits and decision for one whole subject (on the pre-processed grid); updates `metrics`."
     data = self.predictor.reader(subject)
     if 'grid' in data: self.grid_of[subject.subject_id] = data['grid']
@@ -231,19 +244,15 @@ def _validation_step(self: Trainer, subject: Subject, metrics: list) -> tuple[fl
     self.task.update(metrics, decided, target, self.task.probabilities(logits.float()))
     return float(self.loss_fn(logits, self.task.loss_target(target))), logits, decided
 
-Trainer.train_step, Trainer.validation_step = _train_step, _validation_step
-
 # %% ../../nbs/11_training.ipynb #5f6ef8fe
-class StopRequested(Exception):
-    "Raised inside the loop when `stop` is set: (epoch, step), step 0 before the epoch began."
-
 def _scores(metrics: list) -> dict:
     out = {}
     for m in metrics: out.update(m.aggregate()); m.reset()
     return out
 
-def _train_epoch(self: Trainer, epoch: int) -> dict:
-    "One pass over the patch queue; the epoch's training log row."
+@patch
+def train_epoch(self: Trainer, epoch: int) -> dict:
+    "One pass over the patch queue, the callbacks' `on_step_end` after each step; the epoch's training log row."
     self.model.train()
     self.queue.wait()  # the first batch is read in a thread that may fork torch's RNG: seed after it
     torch.manual_seed(epoch_seed(self.cfg.seed, epoch))
@@ -255,12 +264,14 @@ def _train_epoch(self: Trainer, epoch: int) -> dict:
             self.first_step_time = time.time()
             self.run.log_event('first_step', at=self.first_step_time, epoch=epoch)
         losses.append(self.train_step(batch))
-        if self.stop is not None and self.stop.is_set(): raise StopRequested(epoch, self.step)
+        self.hook('on_step_end')
     return {'epoch': epoch, 'loss': float(np.mean(losses)), **_scores(self.metrics['training']),
             'learning_rate': self.learning_rate if per_batch(self.cfg.scheduler) else lr, 'seconds': time.perf_counter() - start}
 
+# %% ../../nbs/11_training.ipynb #e0fde4b6
+@patch
 @torch.no_grad()
-def _evaluate(self: Trainer, subjects: tuple[Subject, ...], metrics: list, write_to: str | None = None, desc: str = 'validate') -> dict:
+def evaluate(self: Trainer, subjects: tuple[Subject, ...], metrics: list, write_to: str | None = None, desc: str = 'validate') -> dict:
     "Mean loss and metrics over whole `subjects`; writes their predictions into `predictions/{write_to}` when given."
     start, losses, rows = time.perf_counter(), [], []
     for s in progress_bar(subjects, desc=desc, leave=False):
@@ -273,10 +284,16 @@ def _evaluate(self: Trainer, subjects: tuple[Subject, ...], metrics: list, write
     if write_to is not None: self.run.write_predictions(write_to, rows)
     return {'loss': float(np.mean(losses)), **_scores(metrics), 'seconds': time.perf_counter() - start}
 
-Trainer.train_epoch, Trainer.evaluate = _train_epoch, _evaluate
+@patch
+def validate(self: Trainer, epoch: int, train_row: dict) -> dict:
+    "Score the validation subjects after epoch `epoch`: its validation log row."
+    scores = self.evaluate(self.split.validation, self.metrics['validation'], 'validation' if self.cfg.save_output else None)
+    seconds = scores.pop('seconds')
+    return {'epoch': epoch, **scores, 'learning_rate': train_row['learning_rate'], 'seconds': seconds}
 
 # %% ../../nbs/11_training.ipynb #735fe8d3
-def _save(self: Trainer, which: str, epoch: int, metrics: dict, with_state: bool = False):
+@patch
+def save(self: Trainer, which: str, epoch: int, metrics: dict, with_state: bool = False):
     "Write the weights as `model_{which}.pt` (with `with_state`, everything needed to resume)."
     state = dict(model=self.model.state_dict(), epoch=epoch, task=self.task.name, config=self.cfg.model_dump(mode='json'),
                  medlab_version=medlab.__version__, metrics=metrics)
@@ -284,18 +301,15 @@ def _save(self: Trainer, which: str, epoch: int, metrics: dict, with_state: bool
         state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(), **self.stopping.state_dict())
     self.run.save_checkpoint(which, **state)
 
-def _on_epoch_end(self: Trainer, epoch: int, train_row: dict, val_row: dict) -> bool:
-    "Log, checkpoint and decide whether to stop; True stops training."
+@patch
+def end_epoch(self: Trainer, train_row: dict, val_row: dict):
+    "Step an epoch-wise scheduler and write the logs: what the callbacks' `on_validation_end` then builds on."
     if not per_batch(self.cfg.scheduler): step_scheduler(self.scheduler, val_row['loss'])
     for kind, row in zip(LOG_KINDS, (train_row, val_row)): self.logs[kind].append(row)
-    for kind in LOG_KINDS: self.run.write_logs(kind, self.logs[kind])  # curves are drawn once, at the end
-    if self.stopping.step(epoch, val_row[self.monitor]): self.save('best', epoch, val_row)
-    if self.cfg.model.save_at_every_epoch: self.run.save_epoch(epoch, model=self.model.state_dict(), metrics=val_row)
-    self.save('latest', epoch, val_row, with_state=True)  # last: a latest checkpoint means its epoch is in every file
-    self.saved_epoch = epoch
-    return self.stopping.should_stop
+    for kind in LOG_KINDS: self.run.write_logs(kind, self.logs[kind])  # the curves are `CurvesPNG`'s
 
-def _resume(self: Trainer, state: dict) -> int:
+@patch
+def resume(self: Trainer, state: dict) -> int:
     "Continue from a `model_latest.pt` checkpoint of this config; the first epoch still to run."
     self.model.load_state_dict(state['model'])
     self.optimizer.load_state_dict(state['optimizer'])
@@ -305,7 +319,19 @@ def _resume(self: Trainer, state: dict) -> int:
     self.saved_epoch = state['epoch']
     return state['epoch'] + 1
 
-Trainer.save, Trainer.on_epoch_end, Trainer.resume = _save, _on_epoch_end, _resume
+# %% ../../nbs/11_training.ipynb #fc620403
+class Checkpoints(Callback):
+    "`model_initial.pt` before a new run; after each epoch `model_best.pt` (when early stopping found it best), `model_latest.pt` last."
+    every_process = True   # as before: off rank 0 they go into the process's own temporary folder
+    def on_fit_start(self, trainer):
+        if trainer.first_epoch == 1: trainer.save('initial', 0, {})   # a resumed run keeps the one it began with
+
+    def on_validation_end(self, trainer, train_row: dict, val_row: dict):
+        epoch = val_row['epoch']
+        if trainer.stopping.best_epoch == epoch: trainer.save('best', epoch, val_row)
+        if trainer.cfg.model.save_at_every_epoch: trainer.run.save_epoch(epoch, model=trainer.model.state_dict(), metrics=val_row)
+        trainer.save('latest', epoch, val_row, with_state=True)  # last: a latest checkpoint means its epoch is in every file
+        trainer.saved_epoch = epoch
 
 # %% ../../nbs/11_training.ipynb #8b14142c
 class EpochReport:
@@ -322,7 +348,6 @@ class EpochReport:
             return
         self.lines.append(line)
         if not in_kernel(): return print(line, flush=True)
-        from IPython.display import display, update_display
         bundle = {'text/plain': '\n'.join(self.lines)}
         if self.display_id is None:
             self.display_id = f'medlab-epochs-{id(self):x}'
@@ -358,8 +383,8 @@ class ProgressLine(Callback):
 class OnEpochFunction(Callback):
     "Call `fn(info)` after each epoch with the dict `train(on_epoch=...)` has always given: the record's keys and `curves`."
     def __init__(self, fn): self.fn = fn
-    def on_epoch_end(self, trainer, record: EpochRecord):
-        self.fn({**record.as_dict(), 'curves': str(plot_curves(trainer.run.path))})
+    def on_epoch_end(self, trainer, record: EpochRecord):   # `train` puts a CurvesPNG(every_epoch=True) before it
+        self.fn({**record.as_dict(), 'curves': str(trainer.run.path / trainer.run.curves_file)})
 
 class ExportAtEnd(Callback):
     "Export a finished run as `cfg.export` says (not a stopped one: it resumes later)."
@@ -367,50 +392,59 @@ class ExportAtEnd(Callback):
         if not result.stopped and trainer.run.has('best'): export_trained(trainer.run, trainer.cfg)
 
 # %% ../../nbs/11_training.ipynb #08a3d363
-def _fit(self: Trainer, resume_from: dict | None = None, on_epoch=None, stop: threading.Event | None = None,
-         callbacks: list[Callback] = ()) -> TrainResult:
+@patch
+def loop_callbacks(self: Trainer, on_epoch=None, stop: threading.Event | None = None, extra: list[Callback] = ()) -> list[Callback]:
+    "Every callback of a run in its order: medlab's own, `extra` (trackers, export, the caller's), `StopWhen` last."
+    return [self.stopping, Checkpoints(), EventLog(), ProgressLine(), CurvesPNG(every_epoch=on_epoch is not None),
+            *([OnEpochFunction(on_epoch)] if on_epoch is not None else []), *extra, *([StopWhen(stop)] if stop is not None else [])]
+
+@patch
+def fit(self: Trainer, resume_from: dict | None = None, on_epoch=None, stop: threading.Event | None = None,
+        callbacks: list[Callback] = ()) -> TrainResult:
     "Train until `num_epochs`, early stopping or `stop`, continuing `resume_from` (a latest checkpoint) when given."
-    self.stop, self.first_epoch = stop, 1 if resume_from is None else resume_from['epoch'] + 1
-    every = [EventLog(), ProgressLine(), *([OnEpochFunction(on_epoch)] if on_epoch is not None else []), *callbacks]
-    self.callbacks = [c for c in every if c.every_process or self.shard[0] == 0]  # rank 0 alone writes the run folder
-    first = self.first_epoch
+    self.first_epoch = first = 1 if resume_from is None else resume_from['epoch'] + 1
+    every = self.loop_callbacks(on_epoch, stop, callbacks)
+    self.callbacks = [c for c in every if getattr(c, 'every_process', False) or self.shard[0] == 0]  # rank 0 alone writes the run folder
     if first <= self.cfg.num_epochs and not (resume_from and resume_from['bad_epochs'] >= self.cfg.patience):
         self.queue.start(first)  # epoch `first`'s first batch is read while the optimizer waits for torch._dynamo
     self.optimizer = build_optimizer(self.model.parameters(), self.cfg.learning_rate, self.cfg.optimizer)
     self.scheduler = build_scheduler(self.optimizer, self.cfg.scheduler, self.cfg.learning_rate, self.cfg.num_epochs)
     self.learning_rate = self.cfg.learning_rate
     if resume_from is not None: self.resume(resume_from)
-    else: self.save('initial', 0, {})
     try:
-        for c in self.callbacks: c.on_fit_start(self)
+        self.hook('on_fit_start')   # Checkpoints writes model_initial.pt of a new run
         try: self.epochs(first)
         except StopRequested as where: result = self.stopped(*where.args)
         else: result = self.finish()
-        for c in self.callbacks: c.on_fit_end(self, result)
+        self.hook('on_fit_end', result)
         return result
-    finally:
-        for c in self.callbacks: c.teardown(self)
+    finally: self.hook('teardown')
 
-def _epochs(self: Trainer, first: int):
-    "Epochs `first`.. until `num_epochs` or early stopping; after each, the callbacks get its `EpochRecord`."
+# %% ../../nbs/11_training.ipynb #ae62cf18
+@patch
+def epochs(self: Trainer, first: int):
+    "Epochs `first`.. until `num_epochs` or early stopping, each through the callbacks' hooks (see `Callback`)."
     spent = []
     for epoch in range(first, self.cfg.num_epochs + 1):
         if self.stopping.should_stop: break
-        if self.stop is not None and self.stop.is_set(): raise StopRequested(epoch, 0)
+        self.hook('on_epoch_start', epoch)
         train_row = self.train_epoch(epoch)
-        scores = self.evaluate(self.split.validation, self.metrics['validation'], 'validation' if self.cfg.save_output else None)
-        seconds = scores.pop('seconds')
-        val_row = {'epoch': epoch, **scores, 'learning_rate': train_row['learning_rate'], 'seconds': seconds}
-        stopped = self.on_epoch_end(epoch, train_row, val_row)   # logs, checkpoints, early stopping: before any callback
-        spent.append(train_row['seconds'] + seconds)
-        eta = 0.0 if stopped else float(np.mean(spent)) * (self.cfg.num_epochs - epoch)
-        best = self.stopping.best_epoch
-        line = epoch_line(epoch, self.cfg.num_epochs, train_row, val_row, self.monitor, best == epoch, spent[-1], eta)
-        record = EpochRecord(epoch, self.cfg.num_epochs, dict(train_row), dict(val_row), spent[-1], eta, best, self.monitor,
-                             line, str(self.run.path), stopped)
-        for c in self.callbacks: c.on_epoch_end(self, record)
+        val_row = self.validate(epoch, train_row)
+        self.end_epoch(train_row, val_row)                  # the logs first
+        self.hook('on_validation_end', train_row, val_row)  # then the best epoch and the checkpoints
+        spent.append(train_row['seconds'] + val_row['seconds'])
+        self.hook('on_epoch_end', self.epoch_record(train_row, val_row, spent))
 
-def _result(self: Trainer, testing: dict | None = None, **extra) -> TrainResult:
+@patch
+def epoch_record(self: Trainer, train_row: dict, val_row: dict, spent: list[float]) -> EpochRecord:
+    "The typed record of the epoch just saved; `spent` holds the seconds of each epoch of this session."
+    epoch, n, stopped, best = val_row['epoch'], self.cfg.num_epochs, self.stopping.should_stop, self.stopping.best_epoch
+    eta = 0.0 if stopped else float(np.mean(spent)) * (n - epoch)
+    line = epoch_line(epoch, n, train_row, val_row, self.monitor, best == epoch, spent[-1], eta)
+    return EpochRecord(epoch, n, dict(train_row), dict(val_row), spent[-1], eta, best, self.monitor, line, str(self.run.path), stopped)
+
+@patch
+def result(self: Trainer, testing: dict | None = None, **extra) -> TrainResult:
     "The result so far: the best epoch's validation row, and `testing` when the test split was scored."
     best_row = next((r for r in self.logs['validation'] if r['epoch'] == self.stopping.best_epoch), {})
     seconds = sum(r['seconds'] for kind in LOG_KINDS for r in self.logs[kind])
@@ -418,7 +452,9 @@ def _result(self: Trainer, testing: dict | None = None, **extra) -> TrainResult:
                        self.stopping.should_stop, self.task.name, self.first_step_time, num_epochs=self.cfg.num_epochs,
                        classes=[str(c) for c in self.task.scored_classes], seconds=float(seconds), **extra)
 
-def _stopped(self: Trainer, epoch: int, step: int) -> TrainResult:
+# %% ../../nbs/11_training.ipynb #d72c9a83
+@patch
+def stopped(self: Trainer, epoch: int, step: int) -> TrainResult:
     "End the run where `stop` was set: say where, log it; `model_latest.pt` holds the last whole epoch."
     self.queue.wait()   # a first batch read ahead for this epoch
     n = self.cfg.num_epochs
@@ -428,8 +464,9 @@ def _stopped(self: Trainer, epoch: int, step: int) -> TrainResult:
     if self.shard[0] == 0: print(f'{self.run.path}: {text}', flush=True)
     return self.result(stopped=True, stopped_at=text)
 
-def _finish(self: Trainer) -> TrainResult:
-    "Score the best model on the test split and write `metrics.json` and the curves."
+@patch
+def finish(self: Trainer) -> TrainResult:
+    "Score the best model on the test split and write `metrics.json` (the curves are drawn by `CurvesPNG`)."
     testing = None
     if self.split.testing and self.run.has('best'):
         self.model.load_state_dict(self.run.checkpoint('best')['model'])
@@ -439,10 +476,10 @@ def _finish(self: Trainer) -> TrainResult:
         self.evaluate(self.split.training, self.new_metrics(), 'training', 'training subjects')
     result = self.result(testing)
     self.run.write_metrics(result.record())
-    if self.logs['validation']: plot_curves(self.run.path)
     self.run.log_event('finished', best_epoch=self.stopping.best_epoch, stopped_early=self.stopping.should_stop)
     return result
 
+@patch
 def interruption(self: Trainer) -> str:
     "Where an interrupt (Ctrl-C, Kernel > Interrupt) stopped the run, and where a new run goes on."
     n = self.cfg.num_epochs
@@ -450,13 +487,9 @@ def interruption(self: Trainer) -> str:
     if self.saved_epoch >= self.epoch: return f'interrupted after epoch {self.epoch} of {n}; run again to go on from there'
     return f'stopped during epoch {self.epoch} of {n}; run again to resume from epoch {self.saved_epoch + 1}'
 
-Trainer.fit, Trainer.epochs, Trainer.result, Trainer.stopped, Trainer.finish, Trainer.interruption = _fit, _epochs, _result, _stopped, _finish, interruption
-
 # %% ../../nbs/11_training.ipynb #7c3403ee
 def plot_curves(run_dir: str | Path) -> Path:
     "Draw the loss and each metric per epoch from a run folder's logs into `training_curves.png`."
-    from matplotlib.figure import Figure   # not pyplot: the panel draws from its training thread, and pyplot's state is the user's
-    from matplotlib.ticker import MaxNLocator
     run = RunFolder(run_dir)
     logs = {kind: run.logs(kind) for kind in LOG_KINDS if run.logs_path(kind).is_file()}
     validation = logs['validation']
@@ -492,6 +525,14 @@ def _best_epoch(run: RunFolder, validation: pd.DataFrame) -> int | None:
         try: best = int(run.checkpoint('best')['epoch'])
         except Exception: best = None
     return best
+
+class CurvesPNG(Callback):
+    "Draw `training_curves.png` when the run ends (finished or stopped) and, with `every_epoch`, after each epoch."
+    def __init__(self, every_epoch: bool = False): self.every_epoch = every_epoch
+    def on_epoch_end(self, trainer, record: EpochRecord):   # after EventLog: the dashed line reads its best epoch
+        if self.every_epoch: plot_curves(trainer.run.path)
+    def on_fit_end(self, trainer, result):
+        if trainer.logs['validation']: plot_curves(trainer.run.path)
 
 # %% ../../nbs/11_training.ipynb #abccadb0
 def import_dynamo_in_background():
@@ -536,7 +577,6 @@ def process_group(accelerator: str = 'auto') -> tuple[int, int, torch.device | N
     "Under torchrun, join the process group (NCCL on GPUs, gloo on CPUs): (rank, world size, this process's device); else (0, 1, None)."
     world = int(os.environ.get('WORLD_SIZE', '1'))
     if world == 1: return 0, 1, None
-    import torch.distributed as dist
     device = pick_device(accelerator)
     if device.type == 'cuda':
         device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')))
@@ -544,6 +584,7 @@ def process_group(accelerator: str = 'auto') -> tuple[int, int, torch.device | N
     if not dist.is_initialized(): dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
     return dist.get_rank(), world, device
 
+# %% ../../nbs/11_training.ipynb #ba241a64
 def _already_done(run: RunFolder, cfg: MedlabConfig, latest: dict | None) -> str | None:
     "When `run` finished the epochs `cfg` asks for (or stopped early), the line that says so and what to do; else None."
     if latest is None or not run.finished: return None
@@ -560,11 +601,18 @@ def _exported_since_finished(run: RunFolder) -> bool:
     last = max((i for i, n in enumerate(names) if n == 'finished'), default=-1)
     return 'exported' in names[last + 1:]
 
+def _given_split(split: Split | str | Path | None, cfg: MedlabConfig, task: Task) -> Split:
+    "The split to train on: `split` (a `Split` or a split.csv) checked against the config, else the first fold of `data_csv`."
+    if split is None: return load_split(cfg, task)
+    name = 'split' if isinstance(split, Split) else str(split)
+    return check_split(split if isinstance(split, Split) else Split.read(split), cfg.model, task, name, 'align_channels' in cfg.data_preprocessing)
+
+# %% ../../nbs/11_training.ipynb #e404194e
 def train(cfg: MedlabConfig,                  # the run's config, from `load_config` or built in Python
           split: Split | str | Path | None = None,  # the subjects (a `Split` or a split.csv); None: from `data_csv`
           resume: bool = True,                # continue a stopped run in `cfg.output_dir`; False starts it over
-          on_epoch=None,                      # called after each epoch with a dict (see `Trainer.fit`)
-          stop: threading.Event | None = None, # set it to end the run after the current step (it resumes later)
+          on_epoch=None,                      # called after each epoch with a dict (`OnEpochFunction`)
+          stop: threading.Event | None = None, # set it to end the run after the current step (`StopWhen`; it resumes later)
           callbacks: list[Callback] = ()      # more hooks of the loop (`medlab.engine.callbacks.Callback`), after medlab's own
          ) -> TrainResult:
     "Train a model as `cfg` says and write the run folder; returns the best validation metrics."
@@ -575,16 +623,14 @@ def train(cfg: MedlabConfig,                  # the run's config, from `load_con
     run.check_writable()              # a folder of the user's files: refused before a checkpoint in it is read or a lock written
     rank, world, device = process_group(cfg.accelerator)
     cfg = _tuned_before(run, cfg, resume)
-    callbacks = [*callbacks, *tracking_callbacks(cfg.tracking), *([ExportAtEnd()] if cfg.export.enabled else [])]  # a missing tracker: refused here
+    callbacks = [*tracking_callbacks(cfg.tracking), *([ExportAtEnd()] if cfg.export.enabled else []), *callbacks]  # a missing tracker: refused here
     latest = _previous_run(run, cfg, resume)  # every process resumes from the same checkpoint
     if (done := _already_done(run, cfg, latest)) is not None:
         if rank == 0: print(done, flush=True)
         if cfg.export.enabled and rank == 0 and run.has('best') and not _exported_since_finished(run):
             with run.hold(): export_trained(run, cfg)
         return TrainResult.from_run(run.path)
-    if split is None: split = load_split(cfg, task)
-    else: split = check_split(split if isinstance(split, Split) else Split.read(split), cfg.model, task,
-                              str(split) if not isinstance(split, Split) else 'split', 'align_channels' in cfg.data_preprocessing)
+    split = _given_split(split, cfg, task)
     if latest is not None: _same_split(run, split)
     if rank > 0: run = RunFolder(tempfile.mkdtemp(prefix=f'medlab-rank{rank}-'))  # only rank 0 writes the run folder
     with run.hold():                   # one writer per run folder, from here to the end

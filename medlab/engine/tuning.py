@@ -9,6 +9,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Callable
 
+import psutil
 import torch
 from monai.optimizers import LearningRateFinder
 from torch.utils.data import DataLoader
@@ -120,7 +121,6 @@ def find_batch_size(model: torch.nn.Module,
 def _memory_budget(device: torch.device) -> int:
     "Bytes a training step may take: 90 % of the GPU, or half of the memory psutil reports available."
     if device.type == 'cuda': return int(0.9 * torch.cuda.get_device_properties(device).total_memory)
-    import psutil  # ships with Jupyter's kernel; only the CPU budget needs it
     return psutil.virtual_memory().available // 2
 
 # %% ../../nbs/11e_tuning.ipynb #57479139

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
+from ..datasets.manifest import PATCH_COLUMNS
 from ..datasets.slides import MAX_READ_PIXELS, Slide, SlideError, TissueMask, coloured, open_slide, pen_pixels, shrink, tissue_mask
 from ..core.utils import atomic_path, write_text_atomic
 
 # %% auto #0
-__all__ = ['COLUMNS', 'PatchFilter', 'sharpness', 'accept_patch', 'PatchGrid', 'patch_grid', 'LabelMap', 'MiningResult',
-           'mine_patches']
+__all__ = ['PatchFilter', 'sharpness', 'accept_patch', 'PatchGrid', 'patch_grid', 'LabelMap', 'MiningResult', 'mine_patches']
 
 # %% ../../nbs/19a_mining.ipynb #a192f3f7
 @dataclass(frozen=True)
@@ -106,7 +107,6 @@ class LabelMap:
         if not self.path.is_file(): raise FileNotFoundError(f'label mask not found: {self.path}')
         self._slide = None
         try:
-            from PIL import Image
             guard, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None   # a slide-sized mask is no decompression bomb...
             try:
                 with Image.open(self.path) as im:
@@ -153,8 +153,6 @@ def _quota_for(quotas, cls: int) -> float:
     return quotas
 
 # %% ../../nbs/19a_mining.ipynb #214d7797
-COLUMNS = ('x', 'y', 'size', 'level')    # where each patch lies: level-0 corner and side, and the level read
-
 def _blocks(xs: np.ndarray, ys: np.ndarray, grid: PatchGrid, block_read: int = 1024) -> list[np.ndarray]:
     "Candidate indices grouped into blocks about `block_read` level pixels wide, in raster order of the blocks."
     per = max(1, (block_read - grid.read_size) // max(1, round(grid.stride0 * grid.read_size / grid.size0)) + 1)
@@ -187,7 +185,6 @@ def _read_block(slide: Slide, grid: PatchGrid, xs, ys) -> list[np.ndarray]:
 
 def _save_png(arr: np.ndarray, path: Path):
     "Write a patch PNG (zlib level 1: twice as fast as the default 6, and as small on tissue texture)."
-    from PIL import Image
     Image.fromarray(arr).save(path, format='PNG', compress_level=1)   # not atomic: a block cut short is redone on resume
 
 # %% ../../nbs/19a_mining.ipynb #9dc04bbb
@@ -237,6 +234,104 @@ def _journal_key(job: _Job, extra: dict) -> str:
     return json.dumps({**{k: v for k, v in asdict(job).items() if k != 'grid'}, 'grid': asdict(job.grid), **extra},
                       sort_keys=True, default=str)
 
+def _mining_task(store: str, task: str | None, labels, quotas) -> str | None:
+    "The task the arguments ask for (segmentation when only a label mask is given); a ValueError for arguments that cannot go together."
+    if store not in ('png', 'slide'): raise ValueError(f"store must be 'png' or 'slide', got {store!r}")
+    if task is None and labels is not None: task = 'segmentation'
+    if task not in (None, 'segmentation', 'classification'): raise ValueError(f"task must be 'segmentation' or 'classification', got {task!r}")
+    if task is not None and labels is None: raise ValueError(f'task {task!r} needs a label mask: give labels=PATH')
+    if store == 'slide' and task == 'segmentation': raise ValueError("store='slide' reads image patches only: segmentation masks are written as PNG (store='png')")
+    if quotas is not None and labels is None: raise ValueError('quotas are per class of a label mask: give labels=PATH')
+    return task
+
+def _candidates(s: Slide, grid: PatchGrid, mask: TissueMask | None, min_tissue: float, label_map: LabelMap | None,
+                quotas) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "Corners (xs, ys) and classes (-1 without labels) of the grid patches with tissue on the mask and a quota for their class."
+    if mask is None:   # background is never read: the thumbnail's mask decides
+        detail = max(1024, math.ceil(max(s.dimensions) / grid.size0 * 4))    # >= 4 mask pixels per patch side
+        mask = tissue_mask(s, min(detail, 4096))
+    xs, ys = grid.corners(s.dimensions)
+    keep = mask.fractions(xs, ys, grid.size0) >= min_tissue
+    xs, ys = xs[keep], ys[keep]
+    classes = label_map.classes(xs, ys, grid.size0) if label_map is not None else np.full(len(xs), -1)
+    if quotas is not None:
+        wanted = np.array([_quota_for(quotas, int(c)) > 0 for c in classes], bool)
+        xs, ys, classes = xs[wanted], ys[wanted], classes[wanted]
+    return xs, ys, classes
+
+# %% ../../nbs/19a_mining.ipynb #9530124a
+def _resume(journal: Path, key: str, fresh: bool, out: Path) -> tuple[set, list, dict]:
+    "The blocks a stopped run of the same settings (`key`) finished, their rows and their rejections; a new journal otherwise."
+    done, rows, rejected = set(), [], {}
+    if journal.exists() and not fresh:
+        lines = journal.read_text().splitlines()
+        if lines and lines[0] == key:
+            good = []
+            for line in lines[1:]:
+                try: entry = json.loads(line)
+                except json.JSONDecodeError: break      # a line cut short by the stop
+                done.add(entry['block']); rows += entry['rows']; good.append(line)
+                for k, v in entry['rejected'].items(): rejected[k] = rejected.get(k, 0) + v
+            journal.write_text('\n'.join([key, *good]) + '\n')   # without the cut line, so what follows is appended whole
+        elif lines: raise SlideError(f'{out} holds a stopped mining run of other settings ({journal.name}): '
+                                     'give fresh=True (the CLI: --fresh) or another output folder')
+    if not done: journal.write_text(key + '\n')
+    return done, rows, rejected
+
+# %% ../../nbs/19a_mining.ipynb #0d44961c
+class _Kept:
+    "The rows kept so far, and whether a class's quota or the cap on all rows is met."
+    def __init__(self, rows: list[dict], quotas, max_patches: int | None):
+        self.rows, self.quotas, self.max_patches, self.counts = rows, quotas, max_patches, {}
+        for r in rows: self.add(r)
+
+    def add(self, row: dict): c = row.get('class', -1); self.counts[c] = self.counts.get(c, 0) + 1
+    def full(self, c: int) -> bool: return self.counts.get(c, 0) >= _quota_for(self.quotas, c)
+    def enough(self, pending: int = 0) -> bool: return self.max_patches is not None and len(self.rows) + pending >= self.max_patches
+
+# %% ../../nbs/19a_mining.ipynb #16aad6b8
+def _mine_blocks(job: _Job, reader: _Reader, label_map: LabelMap | None,
+                 blocks: list[np.ndarray],   # candidate indices per block
+                 todo: list[int],            # the blocks still to mine
+                 xs, ys, classes,            # the candidates
+                 kept: _Kept,                # rows kept so far (appended to)
+                 rejected: dict,             # reason -> count (added to)
+                 journal: Path, workers: int):
+    "Mine the blocks of `todo` on `workers` threads until they are done or the quotas and `max_patches` are met."
+    out = Path(job.output_dir)
+    with ThreadPoolExecutor(max(1, workers)) as pool, open(journal, 'a') as jf:
+        window = max(1, workers) * 2
+        for start in range(0, len(todo), window):
+            if kept.enough() or (kept.quotas is not None and all(kept.full(int(c)) for c in set(classes.tolist()))): break
+            futures = []
+            for b in todo[start:start + window]:
+                idx = blocks[b]
+                if kept.quotas is not None: idx = idx[[not kept.full(int(c)) for c in classes[idx]]]
+                if len(idx): futures.append((b, pool.submit(_mine_block, job, reader, label_map, xs[idx], ys[idx], classes[idx].tolist() if label_map else [None] * len(idx))))
+                else: futures.append((b, None))
+            for b, f in futures:
+                new, why = f.result() if f is not None else ([], {})
+                taken = []
+                for r in new:
+                    if kept.full(r.get('class', -1)) or kept.enough(len(taken)):
+                        if job.store == 'png':   # written by the worker, but not kept: no file outside the CSV
+                            for f in (r.get('Channel_0'), r.get('Label')):
+                                if f: (out / f).unlink(missing_ok=True)
+                        continue
+                    kept.add(r); taken.append(r)
+                kept.rows += taken
+                for k, v in why.items(): rejected[k] = rejected.get(k, 0) + v
+                jf.write(json.dumps({'block': b, 'rows': taken, 'rejected': why}) + '\n'); jf.flush()
+
+def _write_table(rows: list[dict], task: str | None, csv: Path) -> pd.DataFrame:
+    "The patch manifest, in raster order of the patches, written atomically to `csv`."
+    table = pd.DataFrame(rows, columns=['SubjectID', 'PatientID', 'Channel_0'] + (['Label'] if task == 'segmentation' else [])
+                         + (['ValueToPredict'] if task == 'classification' else []) + list(PATCH_COLUMNS))
+    table = table.sort_values(['y', 'x'], kind='stable')
+    with atomic_path(csv) as tmp: table.to_csv(tmp, index=False)
+    return table
+
+# %% ../../nbs/19a_mining.ipynb #883efc23
 def mine_patches(slide: str | Path | Slide,           # the slide (a path, or an open `Slide`)
                  output_dir: str | Path,              # the CSV and patches/ go here
                  patch_size: int = 256,               # side in pixels at the chosen resolution
@@ -264,13 +359,7 @@ def mine_patches(slide: str | Path | Slide,           # the slide (a path, or an
     if not isinstance(slide, Slide):   # a path: opened here (the arguments are all locals() holds yet), closed when done
         given = {k: v for k, v in locals().items() if k != 'slide'}
         with open_slide(slide, slide_mpp) as opened: return mine_patches(opened, **given)
-    if store not in ('png', 'slide'): raise ValueError(f"store must be 'png' or 'slide', got {store!r}")
-    if task is None and labels is not None: task = 'segmentation'
-    if task not in (None, 'segmentation', 'classification'): raise ValueError(f"task must be 'segmentation' or 'classification', got {task!r}")
-    if task is not None and labels is None: raise ValueError(f'task {task!r} needs a label mask: give labels=PATH')
-    if store == 'slide' and task == 'segmentation': raise ValueError("store='slide' reads image patches only: segmentation masks are written as PNG (store='png')")
-    if quotas is not None and labels is None: raise ValueError('quotas are per class of a label mask: give labels=PATH')
-    s = slide
+    s, task = slide, _mining_task(store, task, labels, quotas)
     grid = patch_grid(s, patch_size, microns, level, magnification, mpp, overlap)
     if store == 'slide' and grid.scale != 1:
         raise SlideError(f"store='slide' reads patches at a level as stored, but {magnification or mpp}"
@@ -280,72 +369,18 @@ def mine_patches(slide: str | Path | Slide,           # the slide (a path, or an
     stem = s.path.stem   # as infer_slide names its outputs; 'case1.A.svs' and 'case1.B.svs' stay apart
     csv = out / (csv_name or f'{stem}_patches.csv')
     label_map = LabelMap(labels, s.dimensions) if labels is not None else None
-    # candidates: the grid where the thumbnail's mask has tissue (background is never read)
-    if mask is None:
-        detail = max(1024, math.ceil(max(s.dimensions) / grid.size0 * 4))    # >= 4 mask pixels per patch side
-        mask = tissue_mask(s, min(detail, 4096))
-    xs, ys = grid.corners(s.dimensions)
-    keep = mask.fractions(xs, ys, grid.size0) >= min_tissue
-    xs, ys = xs[keep], ys[keep]
-    classes = label_map.classes(xs, ys, grid.size0) if label_map is not None else np.full(len(xs), -1)
-    if quotas is not None:
-        wanted = np.array([_quota_for(quotas, int(c)) > 0 for c in classes], bool)
-        xs, ys, classes = xs[wanted], ys[wanted], classes[wanted]
+    xs, ys, classes = _candidates(s, grid, mask, min_tissue, label_map, quotas)
     job = _Job(str(s.path.resolve()), s.mpp, grid, str(out), stem, store, task, patch_filter)
     blocks = _blocks(xs, ys, grid, min(1024, math.isqrt(s.max_pixels)))   # a block's region within the slide's read budget
     if quotas is not None or max_patches is not None:
         np.random.default_rng(seed).shuffle(blocks)
-    # the journal: finished blocks and their rows, so a stopped run resumes
     journal = out / f'.{csv.name}.journal'
     key = _journal_key(job, dict(min_tissue=min_tissue, labels=str(labels), quotas=quotas, max_patches=max_patches, seed=seed, n=len(xs)))
-    done, rows, rejected = set(), [], {}
-    if journal.exists() and not fresh:
-        lines = journal.read_text().splitlines()
-        if lines and lines[0] == key:
-            good = []
-            for line in lines[1:]:
-                try: entry = json.loads(line)
-                except json.JSONDecodeError: break      # a line cut short by the stop
-                done.add(entry['block']); rows += entry['rows']; good.append(line)
-                for k, v in entry['rejected'].items(): rejected[k] = rejected.get(k, 0) + v
-            journal.write_text('\n'.join([key, *good]) + '\n')   # without the cut line, so what follows is appended whole
-        elif lines: raise SlideError(f'{out} holds a stopped mining run of other settings ({journal.name}): '
-                                     'give fresh=True (the CLI: --fresh) or another output folder')
-    if not done: journal.write_text(key + '\n')
-    counts = {}
-    for r in rows: counts[r.get('class', -1)] = counts.get(r.get('class', -1), 0) + 1
-    full = lambda c: counts.get(c, 0) >= _quota_for(quotas, c)
-    enough = lambda: max_patches is not None and len(rows) >= max_patches
+    done, rows, rejected = _resume(journal, key, fresh, out)
+    kept = _Kept(rows, quotas, max_patches)
     todo = [i for i in range(len(blocks)) if i not in done]
-    reader = _Reader(job.slide, s.mpp, s.max_pixels)
-    with ThreadPoolExecutor(max(1, workers)) as pool, open(journal, 'a') as jf:
-        window = max(1, workers) * 2
-        for start in range(0, len(todo), window):
-            if enough() or (quotas is not None and all(full(int(c)) for c in set(classes.tolist()))): break
-            futures = []
-            for b in todo[start:start + window]:
-                idx = blocks[b]
-                if quotas is not None: idx = idx[[not full(int(c)) for c in classes[idx]]]
-                if len(idx): futures.append((b, pool.submit(_mine_block, job, reader, label_map, xs[idx], ys[idx], classes[idx].tolist() if label_map else [None] * len(idx))))
-                else: futures.append((b, None))
-            for b, f in futures:
-                new, why = f.result() if f is not None else ([], {})
-                kept = []
-                for r in new:
-                    c = r.get('class', -1)
-                    if full(c) or max_patches is not None and len(rows) + len(kept) >= max_patches:
-                        if job.store == 'png':   # written by the worker, but not kept: no file outside the CSV
-                            for f in (r.get('Channel_0'), r.get('Label')):
-                                if f: (out / f).unlink(missing_ok=True)
-                        continue
-                    counts[c] = counts.get(c, 0) + 1; kept.append(r)
-                rows += kept
-                for k, v in why.items(): rejected[k] = rejected.get(k, 0) + v
-                jf.write(json.dumps({'block': b, 'rows': kept, 'rejected': why}) + '\n'); jf.flush()
-    table = pd.DataFrame(rows, columns=['SubjectID', 'PatientID', 'Channel_0'] + (['Label'] if task == 'segmentation' else [])
-                         + (['ValueToPredict'] if task == 'classification' else []) + list(COLUMNS))
-    table = table.sort_values(['y', 'x'], kind='stable')
-    with atomic_path(csv) as tmp: table.to_csv(tmp, index=False)
+    _mine_blocks(job, _Reader(job.slide, s.mpp, s.max_pixels), label_map, blocks, todo, xs, ys, classes, kept, rejected, journal, workers)
+    table = _write_table(kept.rows, task, csv)
     journal.unlink(missing_ok=True)
     found = MiningResult(csv, int(len(xs)), int(len(table)), dict(sorted(rejected.items())), grid)
     return found if result else csv

@@ -5,18 +5,30 @@
 # %% ../../nbs/20_slide_inference.ipynb #4ac38bd4
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
+from IPython.display import Image as PNG, Markdown, display
+from PIL import Image
+from skimage.transform import resize
 
+from ..core.config import load_config
+from ..core.utils import atomic_path, progress_bar, write_json_atomic, write_text_atomic
+from ..datasets.slides import Slide, TissueMask, make_sample_slide, open_slide, shrink, tissue_figure, tissue_mask, write_pyramid
+from ..datasets.tasks import task_of
 from ..engine.predictor import Predictor, load_run
-from ..datasets.slides import Slide, TissueMask, open_slide, shrink, tissue_mask, write_pyramid
-from ..core.utils import progress_bar, write_json_atomic
+from ..engine.training import train
+from .mining import mine_patches
 
 # %% auto #0
 __all__ = ['SlideGrid', 'default_output_factor', 'slide_grid', 'tissue_patches', 'read_patches', 'SlideSum', 'pool',
@@ -61,6 +73,7 @@ class SlideGrid:
         "Level-0 (x, y) of the top-left corner of patch column `i`, row `j`."
         return round(i * self.stride * self.downsample), round(j * self.stride * self.downsample)
 
+# %% ../../nbs/20_slide_inference.ipynb #0cd9fa35
 def default_output_factor(patch: int, stride: int) -> int:
     "The largest divisor of both `patch` and `stride` that is at most patch / 8 (about 8 output pixels across a patch)."
     g = math.gcd(patch, stride)
@@ -196,6 +209,13 @@ def _predictors(run) -> list[Predictor]:
                              f'{out[0].task.class_list}: fuse only runs of one task')
     return out
 
+def _square_patch(p: Predictor) -> int:
+    "The side of the run's (square) patches."
+    size = p.cfg.spatial_patch_size
+    if len(set(size)) != 1: raise ValueError(f'{p.source}: slide inference takes square patches, the run has patch_size {list(size)}')
+    return int(size[0])
+
+# %% ../../nbs/20_slide_inference.ipynb #e8c7e353
 @torch.no_grad()
 def _outputs(predictors: list[Predictor], patches: np.ndarray, factor: int) -> np.ndarray:
     "The mean over `predictors` of the probabilities of `patches` (N, 3, x, y): (N, C) scores, or (N, C, y, x) maps pooled by `factor`."
@@ -203,14 +223,15 @@ def _outputs(predictors: list[Predictor], patches: np.ndarray, factor: int) -> n
     for p in predictors:
         p.model.eval()
         batch = torch.as_tensor(np.stack([np.asarray(p.reader.preprocess({'image': x})['image'], np.float32) for x in patches]))
-        probs = p.task.probabilities(p.forward(batch)).float().cpu().numpy()
+        probs = p.task.probabilities(p.forward(batch)).float().cpu()
+        if p.task.name == 'regression': probs = torch.as_tensor(p.task.values(p.task.decide(probs)))[:, None]  # scaling_factor undone
+        probs = probs.numpy()
         if p.task.per_voxel: probs = pool(probs.transpose(0, 1, 3, 2), factor)   # (N, C, x, y) -> (N, C, y, x), then pooled
         total = probs if total is None else total + probs
     return total / len(predictors)
 
 def _batches(slide: Slide, grid: SlideGrid, cells: list, size: int):
     "(cells, patches) batch after batch, the next one read on a second thread while the caller works on this one."
-    from concurrent.futures import ThreadPoolExecutor
     chunks = [cells[k:k + size] for k in range(0, len(cells), size)]
     if not chunks: return
     with ThreadPoolExecutor(1) as pool:   # .result() raises a failed read's own error here, in the caller
@@ -220,73 +241,18 @@ def _batches(slide: Slide, grid: SlideGrid, cells: list, size: int):
             if k + 1 < len(chunks): ahead = pool.submit(read_patches, slide, grid, chunks[k + 1])
             yield chunks[k], patches
 
+# %% ../../nbs/20_slide_inference.ipynb #6a2ff0f1
 def training_downsample(p: Predictor) -> float | None:
     "Level-0 pixels per patch pixel of the run's training patches, when its data CSV is a patch CSV that can still be read."
-    import pandas as pd
-    from PIL import Image
     csv = Path(str(p.cfg.data_csv or ''))
     try:
         row = pd.read_csv(csv, nrows=1).iloc[0]
         with Image.open(csv.parent / row['Channel_0']) as im: return float(row['size']) / im.width
     except Exception: return None   # not a patch CSV (or gone): nothing to compare
 
-def _square_patch(p: Predictor) -> int:
-    size = p.cfg.spatial_patch_size
-    if len(set(size)) != 1: raise ValueError(f'{p.source}: slide inference takes square patches, the run has patch_size {list(size)}')
-    return int(size[0])
-
-def infer_slide(run,                                 # a run folder or `Predictor` (or a list: their mean), as `load_run` gives it
-                slide: str | Path | Slide,           # the slide file (or an open `Slide`)
-                output_dir: str | Path,              # where the maps are written
-                level: int | None = None,            # read this level as it is (default: level 0, unless mpp or magnification)
-                mpp: float | None = None,            # or the microns per pixel to read at (the training patches')
-                magnification: float | None = None,  # or the objective magnification (20 for 20x)
-                stride: int | None = None,           # target pixels between patches (default: patch - inference_mechanism.patch_overlap)
-                slide_mpp: float | None = None,      # microns per level-0 pixel, for a slide file without the tag
-                min_tissue: float = 0.1,             # fraction of a patch that must be tissue for it to be predicted
-                output_factor: int | None = None,    # target pixels per output pixel (default: about 8 output pixels per patch)
-                batch_size: int | None = None,       # patches per network call (default: the run's batch_size, at least 32)
-                name: str | None = None,             # the output files' prefix (default: the slide's file name)
-                tissue: TissueMask | None = None     # a tissue mask instead of the slide's own (`medlab.datasets.slides.tissue_mask`)
-               ) -> SlideInference:
-    "Predict a whole slide patch by patch over its tissue and write the stitched maps (pyramidal TIFFs, PNG overlays)."
-    if not isinstance(slide, Slide):   # a path: opened here, closed when done
-        with open_slide(slide, slide_mpp) as opened:
-            return infer_slide(run, opened, output_dir, level=level, mpp=mpp, magnification=magnification, stride=stride,
-                               slide_mpp=slide_mpp, min_tissue=min_tissue, output_factor=output_factor,
-                               batch_size=batch_size, name=name, tissue=tissue)
-    started = time.time()
-    predictors = _predictors(run)
-    first = predictors[0]
-    sl = slide
-    patch = _square_patch(first)
-    stride = stride or max(1, patch - first.cfg.inference_mechanism.patch_overlap)
-    grid = slide_grid(sl, patch, stride, level, mpp, magnification, output_factor)
-    trained = training_downsample(first) if (level, mpp, magnification) == (None, None, None) else None
-    if trained is not None and abs(trained / grid.downsample - 1) > 0.1:
-        warnings.warn(f'{first.source}: its training patches were read at {trained:.3g} level-0 pixels per pixel, this slide at '
-                      f'{grid.downsample:.3g}: give mpp (or level, magnification) as the patches were mined', stacklevel=2)
-    out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
-    name = name or sl.path.name.rsplit('.', 1)[0]
-    if tissue is None:   # >= 4 mask pixels across a patch, as the miner takes it, within a 4096-pixel thumbnail
-        tissue = tissue_mask(sl, min(4096, max(1024, math.ceil(max(sl.dimensions) / (patch * grid.downsample) * 4))))
-    cells = tissue_patches(grid, tissue, min_tissue)
-    channels = first.task.outputs
-    acc = SlideSum(channels, grid)
-    batch_size = batch_size or max(32, first.cfg.batch_size)
-    for batch, patches in progress_bar(_batches(sl, grid, cells, batch_size), desc=name, total=math.ceil(len(cells) / batch_size)):
-        acc.add(batch, _outputs(predictors, patches, grid.output_factor))
-    files = _write_maps(acc, first, grid, out, name, sl)
-    result = SlideInference(str(sl.path), *files, grid.level, grid.mpp, grid.output_mpp, grid.output_size, patch, stride,
-                            len(cells), grid.counts[0] * grid.counts[1], round(time.time() - started, 2), [p.source for p in predictors])
-    write_json_atomic(out / f'{name}_slide_inference.json', result.summary())
-    return result
-
+# %% ../../nbs/20_slide_inference.ipynb #58415f31
 def _overlay(background: np.ndarray, colours: np.ndarray, where: np.ndarray, path: Path, alpha: float = 0.5) -> str:
     "`colours` (RGB float in 0..1, on any raster) blended over the thumbnail `background` where `where`; written as PNG."
-    from PIL import Image
-    from skimage.transform import resize
-    from medlab.core.utils import atomic_path
     h, w = background.shape[:2]
     c = resize(colours, (h, w, 3), order=0, anti_aliasing=False)
     m = resize(where.astype(np.float32), (h, w), order=0, anti_aliasing=False)[..., None] > 0.5
@@ -296,7 +262,6 @@ def _overlay(background: np.ndarray, colours: np.ndarray, where: np.ndarray, pat
 
 def _write_maps(acc: SlideSum, predictor: Predictor, grid: SlideGrid, out: Path, name: str, slide: Slide):
     "Write the probability (or value) and label TIFFs and the PNG overlays; their paths."
-    import matplotlib
     task, mean, covered = predictor.task, acc.mean(), acc.count > 0
     index = None if task.name == 'regression' else mean.argmax(0).astype(np.uint8 if task.outputs < 256 else np.uint16)   # once: a full-size map
     tif = lambda arr, suffix, resample='mean': str(write_pyramid(out / f'{name}_{suffix}.tif', arr, grid.output_mpp, resample=resample,
@@ -321,6 +286,52 @@ def _write_maps(acc: SlideSum, predictor: Predictor, grid: SlideGrid, out: Path,
         overlay = _overlay(thumb, matplotlib.colormaps['tab10'](index % 10)[..., :3], covered & (index > 0), out / f'{name}_labels.png')
     return probabilities, labels, heatmap, overlay
 
+# %% ../../nbs/20_slide_inference.ipynb #dbc94917
+def infer_slide(run,                                 # a run folder or `Predictor` (or a list: their mean), as `load_run` gives it
+                slide: str | Path | Slide,           # the slide file (or an open `Slide`)
+                output_dir: str | Path,              # where the maps are written
+                level: int | None = None,            # read this level as it is (default: level 0, unless mpp or magnification)
+                mpp: float | None = None,            # or the microns per pixel to read at (the training patches')
+                magnification: float | None = None,  # or the objective magnification (20 for 20x)
+                stride: int | None = None,           # target pixels between patches (default: patch - inference_mechanism.patch_overlap)
+                slide_mpp: float | None = None,      # microns per level-0 pixel, for a slide file without the tag
+                min_tissue: float = 0.1,             # fraction of a patch that must be tissue for it to be predicted
+                output_factor: int | None = None,    # target pixels per output pixel (default: about 8 output pixels per patch)
+                batch_size: int | None = None,       # patches per network call (default: the run's batch_size, at least 32)
+                name: str | None = None,             # the output files' prefix (default: the slide's file name)
+                tissue: TissueMask | None = None     # a tissue mask instead of the slide's own (`medlab.datasets.slides.tissue_mask`)
+               ) -> SlideInference:
+    "Predict a whole slide patch by patch over its tissue and write the stitched maps (pyramidal TIFFs, PNG overlays)."
+    if not isinstance(slide, Slide):   # a path: opened here, closed when done
+        with open_slide(slide, slide_mpp) as opened:
+            return infer_slide(run, opened, output_dir, level=level, mpp=mpp, magnification=magnification, stride=stride,
+                               slide_mpp=slide_mpp, min_tissue=min_tissue, output_factor=output_factor,
+                               batch_size=batch_size, name=name, tissue=tissue)
+    started = time.time()
+    predictors = _predictors(run)
+    first, sl = predictors[0], slide
+    patch = _square_patch(first)
+    stride = stride or max(1, patch - first.cfg.inference_mechanism.patch_overlap)
+    grid = slide_grid(sl, patch, stride, level, mpp, magnification, output_factor)
+    trained = training_downsample(first) if (level, mpp, magnification) == (None, None, None) else None
+    if trained is not None and abs(trained / grid.downsample - 1) > 0.1:
+        warnings.warn(f'{first.source}: its training patches were read at {trained:.3g} level-0 pixels per pixel, this slide at '
+                      f'{grid.downsample:.3g}: give mpp (or level, magnification) as the patches were mined', stacklevel=2)
+    out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
+    name = name or sl.path.name.rsplit('.', 1)[0]
+    if tissue is None:   # >= 4 mask pixels across a patch, as the miner takes it, within a 4096-pixel thumbnail
+        tissue = tissue_mask(sl, min(4096, max(1024, math.ceil(max(sl.dimensions) / (patch * grid.downsample) * 4))))
+    cells = tissue_patches(grid, tissue, min_tissue)
+    acc = SlideSum(first.task.outputs, grid)
+    batch_size = batch_size or max(32, first.cfg.batch_size)
+    for batch, patches in progress_bar(_batches(sl, grid, cells, batch_size), desc=name, total=math.ceil(len(cells) / batch_size)):
+        acc.add(batch, _outputs(predictors, patches, grid.output_factor))
+    files = _write_maps(acc, first, grid, out, name, sl)
+    result = SlideInference(str(sl.path), *files, grid.level, grid.mpp, grid.output_mpp, grid.output_size, patch, stride,
+                            len(cells), grid.counts[0] * grid.counts[1], round(time.time() - started, 2), [p.source for p in predictors])
+    write_json_atomic(out / f'{name}_slide_inference.json', result.summary())
+    return result
+
 # %% ../../nbs/20_slide_inference.ipynb #e83fc7c0
 @dataclass
 class HistologyResult:
@@ -342,9 +353,6 @@ class HistologyResult:
 
 def training_rows(csv: Path) -> int:
     "A patch CSV made trainable from one slide, rewritten in place: identical patches kept once, one slide's patches split freely; the rows left."
-    import hashlib
-    import pandas as pd
-    from medlab.core.utils import write_text_atomic
     table = pd.read_csv(csv, dtype={'PatientID': str})
     digest = [hashlib.sha1((csv.parent / f).read_bytes()).hexdigest() for f in table['Channel_0']]
     table = table[~pd.Series(digest).duplicated().to_numpy()]
@@ -355,6 +363,7 @@ def training_rows(csv: Path) -> int:
     write_text_atomic(csv, table.to_csv(index=False))
     return len(table)
 
+# %% ../../nbs/20_slide_inference.ipynb #77e9749c
 def histology_pipeline(config: str | Path,               # the training YAML (model, patch_size, pre-processing); data_csv and output_dir are set here
                        output_dir: str | Path,           # receives patches/, run/, the maps and tissue.png
                        slide: str | Path | None = None,  # the slide; None: a generated sample slide with its label mask
@@ -365,16 +374,9 @@ def histology_pipeline(config: str | Path,               # the training YAML (mo
                        stride: int | None = None         # inference stride in pixels (default: the config's patch_size - patch_overlap)
                       ) -> HistologyResult:
     "Slide -> tissue -> patches -> train -> heat map, each step a library call; what each wrote."
-    import matplotlib.pyplot as plt
-    import pandas as pd
-    from medlab.core.config import load_config
-    from medlab.histology.mining import mine_patches
-    from medlab.datasets.slides import make_sample_slide, tissue_figure
-    from medlab.datasets.tasks import task_of
-    from medlab.engine.training import train
     out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(config)                                                  # checked before any long step
-    task = task_of(cfg, str(config)).name
+    task = task_of(cfg, str(config))
     if slide is None:
         slide, labels = make_sample_slide(out / 'sample_slide.tif', size=4096, mpp=0.5, mask=out / 'sample_labels.png'), out / 'sample_labels.png'
     if labels is None:
@@ -382,7 +384,7 @@ def histology_pipeline(config: str | Path,               # the training YAML (mo
                          'values in model.class_list), or slide=None for the generated sample slide')
     with open_slide(slide, slide_mpp) as sl:   # closed when done
         tissue = tissue_mask(sl)
-        mined = mine_patches(sl, out / 'patches', patch_size=int(cfg.patch_size[0]), mpp=mpp, labels=labels, task=task,
+        mined = mine_patches(sl, out / 'patches', patch_size=int(cfg.patch_size[0]), mpp=mpp, labels=labels, task=task.name,
                              max_patches=max_patches, result=True)
         kept = training_rows(Path(mined.csv))
         fig = tissue_figure(tissue, pd.read_csv(mined.csv), title=sl.path.name)
@@ -391,11 +393,11 @@ def histology_pipeline(config: str | Path,               # the training YAML (mo
         inference = infer_slide(out / 'run', sl, out, mpp=mpp, stride=stride)
     return HistologyResult(str(sl.path), str(labels), str(mined.csv), kept, str(out / 'run'), trained.best, inference, str(out / 'tissue.png'))
 
+# %% ../../nbs/20_slide_inference.ipynb #edf03abc
 def show_histology(result: HistologyResult):
     "Display the steps' pictures: the tissue and patches on the thumbnail, the heat map and the label map over it."
-    from IPython.display import Image, Markdown, display
     display(result.summary())
-    display(Markdown('**Tissue and mined patches**')); display(Image(filename=result.tissue_png))
+    display(Markdown('**Tissue and mined patches**')); display(PNG(filename=result.tissue_png))
     display(Markdown('**Heat map** (probability of the last class, over the tissue predicted)'))
-    display(Image(filename=result.inference.heatmap))
-    if result.inference.overlay: display(Markdown('**Label map**')); display(Image(filename=result.inference.overlay))
+    display(PNG(filename=result.inference.heatmap))
+    if result.inference.overlay: display(Markdown('**Label map**')); display(PNG(filename=result.inference.overlay))

@@ -13,16 +13,16 @@ from ..core.utils import import_monai
 import_monai()  # before any MONAI import: skips a slow optional dependency (see utils)
 from monai.losses import DiceLoss, FocalLoss, MCCLoss, TverskyLoss
 
-from .. import catalog
-from ..core.utils import Registry, did_you_mean
+import medlab.core.catalog as catalog
+from ..core.utils import Registry
 
 # %% auto #0
-__all__ = ['LOSSES', 'Loss', 'class_mean', 'dice_loss', 'dice_log_loss', 'cross_entropy_loss', 'dice_ce_loss',
+__all__ = ['LOSS_BUILDERS', 'Loss', 'class_mean', 'dice_loss', 'dice_log_loss', 'cross_entropy_loss', 'dice_ce_loss',
            'dice_bce_logits_loss', 'focal_loss', 'dice_focal_loss', 'tversky_loss', 'mcc_loss', 'mcc_log_loss',
            'cross_entropy_image_loss', 'mse_loss', 'l1_loss', 'build_loss']
 
 # %% ../../nbs/05_losses.ipynb #2225aab0
-LOSSES = Registry('loss')
+LOSS_BUILDERS = Registry('loss')   # name -> builder; what each loss is (its tasks, its options): `catalog.LOSSES`
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, target) -> scalar
 
 def class_mean(per_class: torch.Tensor,            # a loss per channel, (C,) or anything with C elements
@@ -60,13 +60,13 @@ def _dice_per_class(final_layer: str) -> Loss:
     dice = DiceLoss(include_background=True, batch=True, reduction='none', **_activation(final_layer))
     return lambda logits, target: dice(logits, target).reshape(-1)
 
-@LOSSES.register('dc')
+@LOSS_BUILDERS.register('dc')
 def dice_loss(final_layer: str = 'softmax', weights: list[float] | None = None) -> Loss:
     "1 - soft Dice, averaged over all classes."
     per_class = _dice_per_class(final_layer)
     return lambda logits, target: class_mean(per_class(logits, target), weights)
 
-@LOSSES.register('dc_log')
+@LOSS_BUILDERS.register('dc_log')
 def dice_log_loss(final_layer: str = 'softmax', weights: list[float] | None = None) -> Loss:
     "-log of the soft Dice of each class, averaged over the classes."
     per_class = _dice_per_class(final_layer)
@@ -84,18 +84,18 @@ def _cross_entropy(final_layer: str, weights: list[float] | None) -> Loss:
     if final_layer == 'sigmoid': return _binary_ce(weights)
     return lambda logits, target: F.cross_entropy(logits, target.argmax(1), weight=_class_weights(weights, logits))
 
-@LOSSES.register('ce')
+@LOSS_BUILDERS.register('ce')
 def cross_entropy_loss(final_layer: str = 'softmax', weights: list[float] | None = None) -> Loss:
     "Cross-entropy per voxel."
     return _cross_entropy(final_layer, weights)
 
-@LOSSES.register('dcce')
+@LOSS_BUILDERS.register('dcce')
 def dice_ce_loss(final_layer: str = 'softmax', weights: list[float] | None = None) -> Loss:
     "Soft Dice loss plus cross-entropy."
     dice, ce = dice_loss(final_layer, weights), _cross_entropy(final_layer, weights)
     return lambda logits, target: dice(logits, target) + ce(logits, target)
 
-@LOSSES.register('dcce_logits')
+@LOSS_BUILDERS.register('dcce_logits')
 def dice_bce_logits_loss(final_layer: str = 'softmax', weights: list[float] | None = None) -> Loss:
     "Soft Dice loss plus the binary cross-entropy of each channel's logits."
     dice, bce = dice_loss(final_layer, weights), _binary_ce(weights)
@@ -108,7 +108,7 @@ def _voxel_reduction(size_average: bool | str) -> str:
     if size_average in (False, 'sum'): return 'sum'
     raise ValueError(f"loss_function.focal.size_average {size_average!r}: give true (mean over voxels) or false (sum)")
 
-@LOSSES.register('focal')
+@LOSS_BUILDERS.register('focal')
 def focal_loss(final_layer: str = 'softmax', weights: list[float] | None = None,
                gamma: float = 2.0,                # focusing exponent: 0 gives the cross-entropy
                size_average: bool | str = True   # mean over voxels (true) or sum (false)
@@ -119,14 +119,14 @@ def focal_loss(final_layer: str = 'softmax', weights: list[float] | None = None,
     focal = FocalLoss(gamma=gamma, use_softmax=final_layer == 'softmax', reduction='none')
     return lambda logits, target: class_mean(_per_channel(focal(logits, target), reduce), weights)
 
-@LOSSES.register('dc_focal')
+@LOSS_BUILDERS.register('dc_focal')
 def dice_focal_loss(final_layer: str = 'softmax', weights: list[float] | None = None, gamma: float = 2.0) -> Loss:
     "Soft Dice loss plus focal loss."
     dice, focal = dice_loss(final_layer, weights), focal_loss(final_layer, weights, gamma)
     return lambda logits, target: dice(logits, target) + focal(logits, target)
 
 # %% ../../nbs/05_losses.ipynb #3f0d39c4
-@LOSSES.register('tversky')
+@LOSS_BUILDERS.register('tversky')
 def tversky_loss(final_layer: str = 'softmax', weights: list[float] | None = None,
                  alpha: float = 0.5,  # weight of false positives
                  beta: float = 0.5    # weight of false negatives
@@ -143,20 +143,20 @@ def _mcc_per_class(final_layer: str) -> Loss:
     mcc = MCCLoss(include_background=True, batch=True, reduction='none', **_activation(final_layer))
     return lambda logits, target: mcc(logits, target).reshape(-1)
 
-@LOSSES.register('mcc')
+@LOSS_BUILDERS.register('mcc')
 def mcc_loss(final_layer: str = 'softmax', weights: list[float] | None = None) -> Loss:
     "1 - Matthews correlation coefficient of each class, averaged over the classes."
     per_class = _mcc_per_class(final_layer)
     return lambda logits, target: class_mean(per_class(logits, target), weights)
 
-@LOSSES.register('mcc_log')
+@LOSS_BUILDERS.register('mcc_log')
 def mcc_log_loss(final_layer: str = 'softmax', weights: list[float] | None = None) -> Loss:
     "-log((1 + MCC) / 2) of each class, averaged over the classes."
     per_class = _mcc_per_class(final_layer)
     return lambda logits, target: class_mean(-torch.log((2 - per_class(logits, target)) / 2 + _EPS), weights)
 
 # %% ../../nbs/05_losses.ipynb #3302c787
-@LOSSES.register('cel')
+@LOSS_BUILDERS.register('cel')
 def cross_entropy_image_loss(final_layer: str = 'softmax', weights: list[float] | None = None) -> Loss:
     "Cross-entropy of exclusive classes per image: logits (B, C), class indices (B, 1)."
     return lambda logits, label: F.cross_entropy(logits, label.reshape(-1).long(), weight=_class_weights(weights, logits))
@@ -166,13 +166,13 @@ def _regression(name: str, weights, reduction: str):
     if reduction not in ('mean', 'sum'):
         raise ValueError(f"loss_function.{name}.reduction '{reduction}': give 'mean' or 'sum'")
 
-@LOSSES.register('mse')
+@LOSS_BUILDERS.register('mse')
 def mse_loss(final_layer: str = 'none', weights: None = None, reduction: str = 'mean') -> Loss:
     "Squared error of one value per image, averaged (or summed) over the batch."
     _regression('mse', weights, reduction)
     return lambda out, value: F.mse_loss(out, value.reshape(out.shape).to(out.dtype), reduction=reduction)
 
-@LOSSES.register('l1')
+@LOSS_BUILDERS.register('l1')
 def l1_loss(final_layer: str = 'none', weights: None = None, reduction: str = 'mean') -> Loss:
     "Absolute error of one value per image, averaged (or summed) over the batch."
     _regression('l1', weights, reduction)
@@ -185,10 +185,6 @@ def build_loss(name: str,                          # a catalog name (GaNDLF's ot
                **options                           # the loss's settings from `loss_function: {name: {key: value}}`
               ) -> Loss:
     "The loss named `name`: a function of logits and target that returns a scalar tensor."
-    build = LOSSES[name]
-    known = catalog.LOSSES[name].options
-    for key in options:
-        if key not in known:
-            hint = did_you_mean(key, known) if known else 'it takes no options'
-            raise ValueError(f"loss_function.{name}: unknown option '{key}'; {hint}")
+    build = LOSS_BUILDERS[name]
+    catalog.check_option_keys(catalog.LOSSES, name, options, 'loss_options')   # the config's own check and sentence
     return build(final_layer=final_layer, weights=weights, **options)

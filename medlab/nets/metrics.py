@@ -17,11 +17,12 @@ from torchmetrics import MeanMetric
 from torchmetrics import classification as tmc
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
-from .. import catalog
-from ..core.utils import Registry, did_you_mean
+import medlab.core.catalog as catalog
+from ..core.catalog import TASKS
+from ..core.utils import Registry
 
 # %% auto #0
-__all__ = ['METRICS', 'TASKS', 'CumulativeScore', 'TorchmetricsScore', 'segmentation_score', 'classification_score',
+__all__ = ['METRIC_BUILDERS', 'CumulativeScore', 'TorchmetricsScore', 'segmentation_score', 'classification_score',
            'balanced_accuracy', 'classification_accuracy', 'per_label_one_hot_accuracy', 'cross_entropy', 'mse', 'mae',
            'rmse', 'build_metrics']
 
@@ -94,7 +95,7 @@ def segmentation_score(kind: str,                # a key of `_SEGMENTATION`: 'di
     return CumulativeScore(build(len(class_list) - 1), names, not kind.startswith('hd'), values, per_label)
 
 # %% ../../nbs/06_metrics.ipynb #5fefbb1f
-METRICS = Registry('metric')
+METRIC_BUILDERS = Registry('metric')   # name -> builder; what each metric is (its tasks, its options): `catalog.METRICS`
 
 def _per_label(kind: str, column: str, doc: str):
     "Register `column` (the mean over foreground channels) and `column_per_label` (a column per channel) for `kind`."
@@ -103,7 +104,7 @@ def _per_label(kind: str, column: str, doc: str):
     def per_label(class_list: list, task: str = 'segmentation') -> CumulativeScore:
         return segmentation_score(kind, column, class_list, per_label=True)
     mean.__doc__, per_label.__doc__ = f'Mean over the foreground classes of {doc}.', f'{doc[0].upper()}{doc[1:]} of each foreground class.'
-    METRICS.register(column)(mean); METRICS.register(f'{column}_per_label')(per_label)
+    METRIC_BUILDERS.register(column)(mean); METRIC_BUILDERS.register(f'{column}_per_label')(per_label)
 
 _per_label('dice', 'dice', 'the Dice coefficient')
 _per_label('hd95', 'hd95', 'the 95th percentile Hausdorff distance in voxels')
@@ -151,7 +152,7 @@ def _both(name: str, kind: str, doc: str):
         if task == 'segmentation': return segmentation_score(kind, name, class_list)
         return classification_score(name, class_list, **options)
     build.__doc__ = doc
-    METRICS.register(name)(build)
+    METRIC_BUILDERS.register(name)(build)
 
 _both('iou', 'iou', 'Intersection over union: of the foreground voxels, or of the images of each class.')
 _both('accuracy', 'accuracy', 'Fraction right: of the voxels of each foreground class, or of the images.')
@@ -172,25 +173,25 @@ def _true_class_nll(pred: torch.Tensor, target: torch.Tensor) -> tuple:
     "-log of each image's probability of its true class."
     return (-pred.gather(1, target.reshape(-1, 1).long()).clamp_min(_TINY).log().reshape(-1),)
 
-@METRICS.register('balanced_accuracy')
+@METRIC_BUILDERS.register('balanced_accuracy')
 def balanced_accuracy(class_list: list, task: str = 'classification') -> TorchmetricsScore:
     "Mean over classes of the fraction of that class's images found (mean recall)."
     return TorchmetricsScore(tmc.MulticlassAccuracy(len(class_list), average='macro'), ['balanced_accuracy'],
                              prepare=_class_indices)
 
-@METRICS.register('classification_accuracy')
+@METRIC_BUILDERS.register('classification_accuracy')
 def classification_accuracy(class_list: list, task: str = 'classification') -> TorchmetricsScore:
     "Fraction of images whose most probable class is right."
     return TorchmetricsScore(tmc.MulticlassAccuracy(len(class_list), average='micro'), ['classification_accuracy'],
                              prepare=_class_indices)
 
-@METRICS.register('per_label_one_hot_accuracy')
+@METRIC_BUILDERS.register('per_label_one_hot_accuracy')
 def per_label_one_hot_accuracy(class_list: list, task: str = 'classification') -> TorchmetricsScore:
     "For each class, the fraction of images where 'is it this class?' is answered right."
     return TorchmetricsScore(tmc.MultilabelAccuracy(len(class_list), average='none'),
                              [f'per_label_one_hot_accuracy_{c}' for c in class_list], prepare=_one_hot_decisions)
 
-@METRICS.register('cel')
+@METRIC_BUILDERS.register('cel')
 def cross_entropy(class_list: list, task: str = 'classification') -> TorchmetricsScore:
     "Mean cross-entropy of the predicted probabilities (lower is better)."
     return TorchmetricsScore(MeanMetric(), ['cel'], higher_is_better=False, prepare=_true_class_nll)
@@ -199,49 +200,38 @@ def cross_entropy(class_list: list, task: str = 'classification') -> Torchmetric
 def _values_1d(pred: torch.Tensor, target: torch.Tensor) -> tuple:
     return pred.reshape(-1).float(), target.reshape(-1).float()
 
-@METRICS.register('mse')
+@METRIC_BUILDERS.register('mse')
 def mse(class_list: list, task: str = 'regression') -> TorchmetricsScore:
     "Mean squared error (lower is better)."
     return TorchmetricsScore(MeanSquaredError(), ['mse'], higher_is_better=False, prepare=_values_1d)
 
-@METRICS.register('mae')
+@METRIC_BUILDERS.register('mae')
 def mae(class_list: list, task: str = 'regression') -> TorchmetricsScore:
     "Mean absolute error (lower is better)."
     return TorchmetricsScore(MeanAbsoluteError(), ['mae'], higher_is_better=False, prepare=_values_1d)
 
-@METRICS.register('rmse')
+@METRIC_BUILDERS.register('rmse')
 def rmse(class_list: list, task: str = 'regression') -> TorchmetricsScore:
     "Root mean squared error (lower is better)."
     return TorchmetricsScore(MeanSquaredError(squared=False), ['rmse'], higher_is_better=False, prepare=_values_1d)
 
 # %% ../../nbs/06_metrics.ipynb #934b7d7d
-TASKS = ('segmentation', 'classification', 'regression')
-
-def _check_options(name: str, options: dict):
-    known = catalog.METRICS[name].options
-    for key in options:
-        if key not in known:
-            hint = did_you_mean(key, known) if known else 'it takes no options'
-            raise ValueError(f"metrics.{name}: unknown option '{key}'; {hint}")
-
 def build_metrics(names: list[str],                        # catalog names (GaNDLF's other spellings already resolved)
                   class_list: list,                        # model.class_list (segmentation: background first)
                   task: str,                               # 'segmentation', 'classification' or 'regression'
                   options: dict[str, dict] | None = None   # settings per metric, from `metrics: {name: {key: value}}`
                  ) -> list[CumulativeScore]:
     "The scores named in `names` for `task`; their columns are unique."
-    if task not in TASKS: raise ValueError(f"task '{task}': give one of {', '.join(TASKS)}")
+    TASKS.check(task)
     options = dict(options or {})
     if stray := sorted(set(options) - set(names)):
         raise ValueError(f'metric options given for {stray}, which are not among the metrics {list(names)}')
     scores = []
     for name in names:
-        build = METRICS[name]
-        if task not in catalog.METRICS[name].tasks:
-            fit = sorted(n for n, m in catalog.METRICS.items() if task in m.tasks)
-            raise ValueError(f"metric '{name}' does not score {task}; those that do: {', '.join(fit)}")
+        build = METRIC_BUILDERS[name]
+        if misfit := catalog.task_misfit(catalog.METRICS, name, task, 'metrics'): raise ValueError(misfit)
         settings = options.get(name) or {}
-        _check_options(name, settings)
+        catalog.check_option_keys(catalog.METRICS, name, settings, f'metric_options.{name}')   # the config's sentence
         scores.append(build(class_list, task, **settings))
     columns = [c for s in scores for c in s.names]
     if twice := sorted({c for c in columns if columns.count(c) > 1}):

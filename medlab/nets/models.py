@@ -19,11 +19,11 @@ from ..core.config import ModelConfig
 from ..core.utils import Registry, Spec
 
 # %% auto #0
-__all__ = ['ARCHITECTURES', 'VGG_CONVOLUTIONS', 'DENSENET_BLOCKS', 'RESNET_LAYERS', 'network_spec', 'build_model',
+__all__ = ['ARCHITECTURE_BUILDERS', 'VGG_CONVOLUTIONS', 'DENSENET_BLOCKS', 'RESNET_LAYERS', 'network_spec', 'build_model',
            'count_parameters', 'activation', 'VGG']
 
 # %% ../../nbs/04_models.ipynb #1734265c
-ARCHITECTURES = Registry('architecture')   # name -> (model config, number of outputs) -> Spec; what each is: `medlab.core.catalog`
+ARCHITECTURE_BUILDERS = Registry('architecture')   # name -> (model config, number of outputs) -> Spec; what each is: `medlab.core.catalog`
 
 def _norm(norm_type: str):
     "MONAI's norm argument for `model.norm_type`."
@@ -35,7 +35,7 @@ def _norm_name(norm_type: str):
 
 def network_spec(cfg: ModelConfig, outputs: int | None = None) -> Spec:
     "The class and arguments of the network named by `cfg.architecture` with `outputs` logits (one per class when None)."
-    return ARCHITECTURES[cfg.architecture](cfg, outputs or len(cfg.class_list))
+    return ARCHITECTURE_BUILDERS[cfg.architecture](cfg, outputs or len(cfg.class_list))
 
 def build_model(cfg: ModelConfig, outputs: int | None = None) -> torch.nn.Module:
     "The network named by `cfg.architecture` with `outputs` logits (one per class when None)."
@@ -75,9 +75,9 @@ def _deep_unet(cfg: ModelConfig, outputs: int) -> Spec:
     f = cfg.base_filters
     return _dynunet_spec(cfg, outputs, [f, f, 2 * f, 4 * f, 8 * f, 16 * f])
 
-ARCHITECTURES['unet'] = _unet
-ARCHITECTURES['light_unet'] = _light_unet
-ARCHITECTURES['deep_unet'] = _deep_unet
+ARCHITECTURE_BUILDERS['unet'] = _unet
+ARCHITECTURE_BUILDERS['light_unet'] = _light_unet
+ARCHITECTURE_BUILDERS['deep_unet'] = _deep_unet
 
 # %% ../../nbs/04_models.ipynb #54f337ec
 def _residual_unet(cfg: ModelConfig, outputs: int, channels: list[int], num_res_units: int) -> Spec:
@@ -94,9 +94,9 @@ def _light_resunet(cfg: ModelConfig, outputs: int) -> Spec: return _residual_une
 def _deep_resunet(cfg: ModelConfig, outputs: int) -> Spec:
     return _residual_unet(cfg, outputs, [cfg.base_filters * 2 ** i for i in range(6)], 2)
 
-ARCHITECTURES['resunet'] = _resunet
-ARCHITECTURES['light_resunet'] = _light_resunet
-ARCHITECTURES['deep_resunet'] = _deep_resunet
+ARCHITECTURE_BUILDERS['resunet'] = _resunet
+ARCHITECTURE_BUILDERS['light_resunet'] = _light_resunet
+ARCHITECTURE_BUILDERS['deep_resunet'] = _deep_resunet
 
 # %% ../../nbs/04_models.ipynb #5e77fa0b
 def _unetr(cfg: ModelConfig, outputs: int) -> Spec:
@@ -115,10 +115,10 @@ def _dynunet(cfg: ModelConfig, outputs: int) -> Spec:
     f = cfg.base_filters
     return _dynunet_spec(cfg, outputs, [min(f * 2 ** i, (16 if cfg.dimension == 2 else 10) * f) for i in range(5)])
 
-ARCHITECTURES['unetr'] = _unetr
-ARCHITECTURES['swinunetr'] = _swinunetr
-ARCHITECTURES['segresnet'] = _segresnet
-ARCHITECTURES['dynunet'] = _dynunet
+ARCHITECTURE_BUILDERS['unetr'] = _unetr
+ARCHITECTURE_BUILDERS['swinunetr'] = _swinunetr
+ARCHITECTURE_BUILDERS['segresnet'] = _segresnet
+ARCHITECTURE_BUILDERS['dynunet'] = _dynunet
 
 # %% ../../nbs/04_models.ipynb #61746f32
 def _fcn(cfg: ModelConfig, outputs: int) -> Spec:
@@ -134,9 +134,9 @@ def _transunet(cfg: ModelConfig, outputs: int) -> Spec:
     return Spec('medlab.nets.networks.TransUNet', dict(spatial_dims=cfg.dimension, in_channels=cfg.num_channels, out_channels=outputs,
                        features=[f, f, 2 * f, 4 * f, 8 * f, f], norm=_norm(cfg.norm_type)))
 
-ARCHITECTURES['fcn'] = _fcn
-ARCHITECTURES['uinc'] = _uinc
-ARCHITECTURES['transunet'] = _transunet
+ARCHITECTURE_BUILDERS['fcn'] = _fcn
+ARCHITECTURE_BUILDERS['uinc'] = _uinc
+ARCHITECTURE_BUILDERS['transunet'] = _transunet
 
 # %% ../../nbs/04_models.ipynb #c4a74168
 class VGG(torch.nn.Sequential):
@@ -166,7 +166,7 @@ def _vgg(cfg: ModelConfig, outputs: int, depth: int) -> Spec:
     return Spec('medlab.nets.models.VGG', dict(dimension=cfg.dimension, in_channels=cfg.num_channels, outputs=outputs,
                        blocks=[[w] * n for w, n in zip([f, 2 * f, 4 * f, 8 * f, 8 * f], VGG_CONVOLUTIONS[depth])], norm=_norm(cfg.norm_type)))
 
-for _depth in VGG_CONVOLUTIONS: ARCHITECTURES[f'vgg{_depth}'] = partial(_vgg, depth=_depth)
+for _depth in VGG_CONVOLUTIONS: ARCHITECTURE_BUILDERS[f'vgg{_depth}'] = partial(_vgg, depth=_depth)
 
 # %% ../../nbs/04_models.ipynb #104aae6f
 def _brain_age(cfg: ModelConfig, outputs: int) -> Spec:
@@ -174,7 +174,7 @@ def _brain_age(cfg: ModelConfig, outputs: int) -> Spec:
     spec = _vgg(cfg, outputs, 16)
     return Spec(spec.target, {**spec.kwargs, 'hidden': [1024], 'dropout': 0.5})
 
-ARCHITECTURES['brain_age'] = _brain_age
+ARCHITECTURE_BUILDERS['brain_age'] = _brain_age
 
 # %% ../../nbs/04_models.ipynb #4e7ebbfe
 def _densenet121(cfg: ModelConfig, outputs: int) -> Spec:
@@ -201,7 +201,7 @@ def _efficientnet(cfg: ModelConfig, outputs: int, variant: int) -> Spec:
     return Spec('monai.networks.nets.EfficientNetBN', dict(model_name=f'efficientnet-b{variant}', pretrained=False, progress=False,
                        spatial_dims=cfg.dimension, in_channels=cfg.num_channels, num_classes=outputs, norm=_norm_name(cfg.norm_type)))
 
-ARCHITECTURES['densenet121'] = _densenet121
-for _depth in DENSENET_BLOCKS: ARCHITECTURES[f'densenet{_depth}'] = partial(_densenet, depth=_depth)
-for _depth in RESNET_LAYERS: ARCHITECTURES[f'resnet{_depth}'] = partial(_resnet, depth=_depth)
-for _variant in range(8): ARCHITECTURES[f'efficientnetb{_variant}'] = partial(_efficientnet, variant=_variant)
+ARCHITECTURE_BUILDERS['densenet121'] = _densenet121
+for _depth in DENSENET_BLOCKS: ARCHITECTURE_BUILDERS[f'densenet{_depth}'] = partial(_densenet, depth=_depth)
+for _depth in RESNET_LAYERS: ARCHITECTURE_BUILDERS[f'resnet{_depth}'] = partial(_resnet, depth=_depth)
+for _variant in range(8): ARCHITECTURE_BUILDERS[f'efficientnetb{_variant}'] = partial(_efficientnet, variant=_variant)

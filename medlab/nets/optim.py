@@ -5,40 +5,42 @@
 # %% ../../nbs/07_optim.ipynb #9b475a0a
 from __future__ import annotations
 
+import importlib
 import math
 from functools import partial
 
 import torch
+from ..core.utils import Registry, import_monai
+import_monai()  # before any MONAI import: skips a slow optional dependency (see utils)
+from monai.optimizers import WarmupCosineSchedule
 
-from .. import catalog
+import medlab.core.catalog as catalog
 from ..core.config import OptimizerConfig, SchedulerConfig
-from ..core.utils import Registry
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'SCHEDULERS', 'build_optimizer', 'constant', 'triangle', 'triangle_modified', 'exponential', 'step',
-           'reduce_on_plateau', 'cosineannealing', 'cosine', 'warmupcosineschedule', 'linear_warmup', 'build_scheduler',
-           'per_batch', 'step_scheduler']
+__all__ = ['OPTIMIZER_BUILDERS', 'SCHEDULER_BUILDERS', 'build_optimizer', 'constant', 'triangle', 'triangle_modified',
+           'exponential', 'step', 'reduce_on_plateau', 'cosineannealing', 'cosine', 'warmupcosineschedule',
+           'linear_warmup', 'build_scheduler', 'per_batch', 'step_scheduler']
 
 # %% ../../nbs/07_optim.ipynb #8d3922dc
-OPTIMIZERS = Registry('optimizer')
+OPTIMIZER_BUILDERS = Registry('optimizer')   # name -> builder; each one's options and defaults: `catalog.OPTIMIZERS`
 
 def _torch_optimizer(target: str, params, lr: float, options: dict) -> torch.optim.Optimizer:
     return _resolve(target)(params, lr=lr, **options)
 
 def _resolve(target: str):
     "The class named `target` ('torch.optim.Adam')."
-    import importlib
     module, name = target.rsplit('.', 1)
     return getattr(importlib.import_module(module), name)
 
-for _name, _info in catalog.OPTIMIZERS.items(): OPTIMIZERS[_name] = partial(_torch_optimizer, _info.target)
+for _name, _info in catalog.OPTIMIZERS.items(): OPTIMIZER_BUILDERS[_name] = partial(_torch_optimizer, _info.target)
 
 def build_optimizer(params, lr: float, cfg: OptimizerConfig) -> torch.optim.Optimizer:
     "The optimizer named by `cfg.type` over `params`, with its options (the catalog's defaults under the config's)."
-    return OPTIMIZERS[cfg.type](params, lr, cfg.options())
+    return OPTIMIZER_BUILDERS[cfg.type](params, lr, cfg.options())
 
 # %% ../../nbs/07_optim.ipynb #d0b2835e
-SCHEDULERS = Registry('scheduler')
+SCHEDULER_BUILDERS = Registry('scheduler')   # name -> builder; each one's options and defaults: `catalog.SCHEDULERS`
 
 def _default_step_size(options: dict, lr: float) -> float:
     return options['step_size'] if options.get('step_size') is not None else lr / 5.0  # GaNDLF's default
@@ -54,21 +56,22 @@ def _triangle_modified(it: int, cycle_length: float, min_lr: float, max_lr: floa
     rel = 2 * abs(it % cycle_length - cycle_length / 2.0) / cycle_length
     return max_lr_multiplier * rel + (min_lr / max_lr) * (1 - rel)
 
-@SCHEDULERS.register('constant')
+@SCHEDULER_BUILDERS.register('constant')
 def constant(opt, options: dict, lr: float, num_epochs: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0)
 
-@SCHEDULERS.register('triangle')
+@SCHEDULER_BUILDERS.register('triangle')
 def triangle(opt, options: dict, lr: float, num_epochs: int):
     s = _default_step_size(options, lr)
     return torch.optim.lr_scheduler.LambdaLR(opt, partial(_triangle, step_size=s, min_lr=options['min_lr'], max_lr=options['max_lr']))
 
-@SCHEDULERS.register('triangle_modified')
+@SCHEDULER_BUILDERS.register('triangle_modified')
 def triangle_modified(opt, options: dict, lr: float, num_epochs: int):
     s = _default_step_size(options, lr)
     return torch.optim.lr_scheduler.LambdaLR(opt, partial(_triangle_modified, cycle_length=s, min_lr=options['min_lr'], max_lr=options['max_lr'],
                                                           max_lr_multiplier=options['max_lr_multiplier']))
 
+# %% ../../nbs/07_optim.ipynb #12333e08
 def _cyclic(mode: str, opt, options: dict, lr: float, num_epochs: int):
     return torch.optim.lr_scheduler.CyclicLR(
         opt, base_lr=options['min_lr'] if options['min_lr'] is not None else lr * 1e-3,
@@ -76,47 +79,45 @@ def _cyclic(mode: str, opt, options: dict, lr: float, num_epochs: int):
         mode=mode, gamma=options.get('gamma', 1.0), cycle_momentum=options['cycle_momentum'],
         base_momentum=options['base_momentum'], max_momentum=options['max_momentum'])
 
-for _mode in ('triangular', 'triangular2', 'exp_range'): SCHEDULERS[_mode] = partial(_cyclic, _mode)
+for _mode in ('triangular', 'triangular2', 'exp_range'): SCHEDULER_BUILDERS[_mode] = partial(_cyclic, _mode)
 
-@SCHEDULERS.register('exponential')
+@SCHEDULER_BUILDERS.register('exponential')
 def exponential(opt, options: dict, lr: float, num_epochs: int):
     return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=options['gamma'])
 
-@SCHEDULERS.register('step')
+@SCHEDULER_BUILDERS.register('step')
 def step(opt, options: dict, lr: float, num_epochs: int):
     return torch.optim.lr_scheduler.StepLR(opt, step_size=int(options['step_size']), gamma=options['gamma'])
 
-@SCHEDULERS.register('reduce_on_plateau')
+@SCHEDULER_BUILDERS.register('reduce_on_plateau')
 def reduce_on_plateau(opt, options: dict, lr: float, num_epochs: int):
     o = dict(options)
     min_lr = o.pop('min_lr')
     return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, min_lr=min_lr if min_lr is not None else lr * 1e-3, **o)
 
-@SCHEDULERS.register('cosineannealing')
+@SCHEDULER_BUILDERS.register('cosineannealing')
 def cosineannealing(opt, options: dict, lr: float, num_epochs: int):
     return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=int(options['T_0']), T_mult=int(options['T_mult']), eta_min=options['min_lr'])
 
-@SCHEDULERS.register('cosine')
+@SCHEDULER_BUILDERS.register('cosine')
 def cosine(opt, options: dict, lr: float, num_epochs: int):
     return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=num_epochs, eta_min=options['min_lr'])
 
 def _warmup_epochs(options: dict, num_epochs: int) -> int:
     return int(options['warmup_steps']) if options.get('warmup_steps') is not None else max(1, round(0.1 * num_epochs))
 
-@SCHEDULERS.register('warmupcosineschedule')
+@SCHEDULER_BUILDERS.register('warmupcosineschedule')
 def warmupcosineschedule(opt, options: dict, lr: float, num_epochs: int):
-    from medlab.core.utils import import_monai
-    import_monai()
-    from monai.optimizers import WarmupCosineSchedule
     return WarmupCosineSchedule(opt, warmup_steps=_warmup_epochs(options, num_epochs), t_total=num_epochs)
 
-@SCHEDULERS.register('linear_warmup')
+@SCHEDULER_BUILDERS.register('linear_warmup')
 def linear_warmup(opt, options: dict, lr: float, num_epochs: int):
     return torch.optim.lr_scheduler.LinearLR(opt, start_factor=options['start_factor'], end_factor=1.0, total_iters=_warmup_epochs(options, num_epochs))
 
+# %% ../../nbs/07_optim.ipynb #00f8f803
 def build_scheduler(opt: torch.optim.Optimizer, cfg: SchedulerConfig, lr: float, num_epochs: int):
     "The learning-rate schedule named by `cfg.type`; step it with `step_scheduler`."
-    return SCHEDULERS[cfg.type](opt, cfg.options(), lr, num_epochs)
+    return SCHEDULER_BUILDERS[cfg.type](opt, cfg.options(), lr, num_epochs)
 
 def per_batch(cfg: SchedulerConfig) -> bool:
     "Whether the schedule is stepped after every batch (the cyclic ones) rather than after every epoch."

@@ -5,17 +5,23 @@
 # %% ../../nbs/12b_browse.ipynb #9ba3a7c0
 from __future__ import annotations
 
+import html
+import importlib.util
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
+import ipywidgets as widgets
 import numpy as np
 import pandas as pd
+from IPython.display import display
 
 from ..core.config import DataFilesConfig, MedlabConfig, ModelConfig, load_config
-from ..datasets.manifest import Subject, _duplicates, _subject_problems, read_manifest, target_problems
-from ..datasets.io import read_info, squeeze_info, voxel_values
+from ..core.errors import user_message
 from ..core.utils import is_interactive
+from ..datasets.io import read_info, squeeze_info, voxel_values
+from ..datasets.manifest import Subject, _duplicates, _subject_problems, read_manifest, target_problems
+from .viewer import image_spacing, read_pair, show_image, slice_viewer, view3d
 
 # %% auto #0
 __all__ = ['label_values', 'data_model', 'manifest_subjects', 'subject_table', 'data_browser', 'browse_data', 'DataView',
@@ -84,7 +90,7 @@ def subject_table(data_csv: str | Path | dict | DataFilesConfig | None = None,  
     task, align, problems = None, False, []
     if cfg is None: model = data_model(subjects)
     else:
-        from medlab.datasets.tasks import task_of
+        from medlab.datasets.tasks import task_of   # deferred: it loads torch, which doubles this module's import time (-X importtime); only a config needs it
         model, align = cfg.model, 'align_channels' in cfg.data_preprocessing
         task = task_of(cfg, str(config) if not isinstance(config, MedlabConfig) else 'config')
         problems = target_problems(subjects, task)
@@ -112,10 +118,9 @@ def _summary(table: pd.DataFrame) -> str:
     lines = [f"{len(table)} subject(s), {bad} with problems; read as {table.attrs.get('model', '')}"]
     return '\n'.join(lines + [f'  - {p}' for p in table.attrs.get('problems', [])])
 
+# %% ../../nbs/12b_browse.ipynb #423a902a
 def _subject_view(s: Subject, class_names=None, in_3d: bool = False):
     "The slice viewer (or NiiVue, `in_3d`) of a subject's first channel and mask, or a line saying why it cannot be shown."
-    import ipywidgets as widgets
-    from medlab.ui.viewer import image_spacing, read_pair, slice_viewer, view3d
     try:
         if in_3d: return view3d(s.channels[0], s.label, class_names=class_names)
         image, labels = read_pair(s.channels[0], s.label)
@@ -123,14 +128,13 @@ def _subject_view(s: Subject, class_names=None, in_3d: bool = False):
     return slice_viewer(image, labels, s.subject_id, class_names, image_spacing(s.channels[0], image.ndim))
 
 def _has_niivue() -> bool:
-    import importlib.util
+    "Whether the optional 3D viewer is installed (without importing it)."
     return importlib.util.find_spec('ipyniivue') is not None
 
 def data_browser(table: pd.DataFrame,              # `subject_table`'s table
                  subjects: list[Subject],          # the manifest's subjects (`manifest_subjects`)
                  class_names: dict | list | None = None):
     "A widget: the table, a subject picker, and the picked subject in the slice viewer (or, for volumes, NiiVue)."
-    import ipywidgets as widgets
     by_id = {s.subject_id: s for s in subjects}
     rows = {r.SubjectID: r for r in table.itertuples()}
     picker = widgets.Dropdown(options=[(f"{sid}{'' if rows[sid].ok else '  (problems)'}", sid) for sid in table.SubjectID],
@@ -145,26 +149,24 @@ def data_browser(table: pd.DataFrame,              # `subject_table`'s table
         box.viewer = _subject_view(by_id[picker.value], class_names, mode.value == '3D')
         with out:
             out.clear_output(wait=True)
-            from IPython.display import display
             display(box.viewer)
     picker.observe(pick, 'value'); mode.observe(pick, 'value')
     box.picker, box.mode = picker, mode
     pick()
     return box
 
+# %% ../../nbs/12b_browse.ipynb #c1fcf14f
 def browse_data(data_csv: str | Path | dict | None = None,       # the manifest (or one per split); None: the config's
                 config: str | Path | MedlabConfig | None = None, # check against this config; None: the data's own description
                 class_names: dict | list | None = None,          # legend names of mask values: {1: 'tumour'} or a list from 0
                 workers: int = 4):
     "Display the manifest's subjects as a table with the checks' results, and a viewer (JupyterLab) or the first subject (headless)."
-    from IPython.display import display
     table = subject_table(data_csv, config, workers)
     cfg = config if config is None or isinstance(config, MedlabConfig) else load_config(config)
     subjects, _ = manifest_subjects(data_csv if data_csv is not None else cfg.data_csv)
     if is_interactive(): return display(data_browser(table, subjects, class_names))
     print(_summary(table))
     display(_styled(table))
-    from medlab.ui.viewer import show_image
     shown = next((s for s, ok in zip(subjects, table.ok) if ok), None)
     if shown is not None: show_image(shown.channels[0], shown.label, shown.subject_id, class_names)
 
@@ -178,9 +180,6 @@ def data_view(config: MedlabConfig,                      # whose data_csv is rea
               class_names: dict | list | None = None     # legend names of mask values
              ) -> DataView:
     "The data browser of `config`'s manifest; when the manifest cannot be read, a line that says why instead of an error."
-    import html
-    import ipywidgets as widgets
-    from medlab.core.errors import user_message
     try:
         table = subject_table(config=config)
         subjects, _ = manifest_subjects(config.data_csv)

@@ -9,7 +9,14 @@ import io
 import tempfile
 from pathlib import Path
 
+import ipywidgets as widgets
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+import SimpleITK as sitk
+from IPython import get_ipython
+from IPython.display import Image, display
+from matplotlib.patches import Patch
 
 from ..datasets.io import read_image, read_info, squeeze_info, squeeze_to, to_array
 from ..core.utils import atomic_path, is_interactive
@@ -52,7 +59,6 @@ def take_slice(arr: np.ndarray, axis: int, index: int) -> np.ndarray:
 # %% ../../nbs/12a_viewer.ipynb #a4b744fe
 def label_colour(value: int) -> tuple[float, float, float]:
     "The RGB colour (0..1) that label `value` is drawn in."
-    import matplotlib
     return tuple(float(c) for c in matplotlib.colormaps['tab10'](int(value) % 10)[:3])
 
 def label_names(values,                                  # label values, e.g. those present in a mask
@@ -78,9 +84,7 @@ def display_range(image: np.ndarray) -> tuple[float, float]:
 # %% ../../nbs/12a_viewer.ipynb #b297bfca
 def _pyplot():
     "matplotlib's pyplot, drawing off screen when no person is looking."
-    import matplotlib
-    if not is_interactive(): matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    if not is_interactive(): matplotlib.use('Agg')   # asked at each figure: a kernel's headless state is known when it draws, not at import
     return plt
 
 def _draw(ax, image: np.ndarray, labels: np.ndarray | None, title: str = '', opacity: float = 0.45,
@@ -95,7 +99,6 @@ def _draw(ax, image: np.ndarray, labels: np.ndarray | None, title: str = '', opa
 
 def _legend(fig, labels: np.ndarray, class_names=None, opacity: float = 0.45):
     "A legend under the figure naming each label value present."
-    from matplotlib.patches import Patch
     values = [v for v in np.unique(labels) if v != 0]
     if not values: return
     names = label_names(values, class_names)
@@ -130,8 +133,6 @@ def overlay_figure(image: np.ndarray,                      # (x, y) or (x, y, z)
 # %% ../../nbs/12a_viewer.ipynb #a262666b
 def show_figure(fig):
     "Display a matplotlib figure as a PNG and close it."
-    import matplotlib.pyplot as plt
-    from IPython.display import Image, display
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=90)
     plt.close(fig)
@@ -144,7 +145,6 @@ def slice_viewer(image: np.ndarray,                       # (x, y) or (x, y, z)
                  spacing: tuple[float, ...] | None = None,
                  opacity: float = 0.45):
     "A widget: the overlay with an opacity slider and, for a volume, one slice slider per axis (x, y, z)."
-    import ipywidgets as widgets
     labels = np.zeros(image.shape, np.uint8) if labels is None else labels
     at = focus(labels) if image.ndim == 3 else ()
     sliders = [widgets.IntSlider(value=at[a], min=0, max=image.shape[a] - 1, description='xyz'[a], continuous_update=False)
@@ -169,7 +169,6 @@ def show_image(image: str | Path,                       # an image file or DICOM
                class_names: dict | list | None = None,  # legend names: {value: name} or a list from value 0
                opacity: float = 0.45):
     "Display an image with its labels over it: a figure headless, a viewer with sliders in JupyterLab."
-    from IPython.display import display
     arr, lab = read_pair(image, labels)
     spacing = image_spacing(image, arr.ndim)
     if not is_interactive():
@@ -192,7 +191,6 @@ _NIIVUE_MISSING = ('view3d needs ipyniivue, an optional 3D viewer: pip install "
 
 def _volume_source(path: str | Path) -> dict:
     "How NiiVue gets `path`: the NIfTI file itself, or the image converted to NIfTI bytes."
-    import SimpleITK as sitk
     path = Path(path)
     if path.name.endswith(('.nii', '.nii.gz')) and path.is_file(): return {'path': str(path)}
     with tempfile.TemporaryDirectory() as tmp:
@@ -214,7 +212,7 @@ def view3d(image: str | Path,                      # an image file (NIfTI as is;
            class_names: dict | list | None = None, # names shown for the label values
            height: int = 480):                     # of the viewer, in pixels
     "A NiiVue 3D viewer widget (ipyniivue) of `image`, with `labels` over it as a labelled colour table."
-    try: from ipyniivue import NiiVue, Volume
+    try: from ipyniivue import NiiVue, Volume   # optional: show_image draws slices without it
     except ImportError: raise ImportError(_NIIVUE_MISSING) from None
     volumes = [Volume(**_volume_source(image), colormap='gray')]
     if labels is not None:
@@ -232,6 +230,7 @@ def dice_score(truth: np.ndarray, prediction: np.ndarray) -> float:
     scores = [2 * np.sum((truth == v) & (prediction == v)) / (np.sum(truth == v) + np.sum(prediction == v)) for v in values]
     return float(np.mean(scores)) if scores else 1.0
 
+# %% ../../nbs/12a_viewer.ipynb #fff45996
 def _segmentation_gallery(subjects, predictions, class_names):
     "Rows of image | truth | prediction, one per subject (a volume: the z slice holding the most truth)."
     plt = _pyplot()
@@ -269,14 +268,15 @@ def _value_gallery(subjects, predictions, classification: bool):
             ax.title.set_color('tab:green' if float(s.value) == float(p.labels) else 'tab:red')
     return fig
 
+# %% ../../nbs/12a_viewer.ipynb #6f1013e1
 def validation_gallery(run_dir: str | Path,      # a trained run folder
                        n: int = 3,               # how many validation subjects (the split's first n)
                        checkpoint: str = 'best', # which weights: 'best' or 'latest'
                        show: bool = True         # display the picture when a notebook runs this
                       ) -> Path | None:
     "Draw the run's first `n` validation subjects with their truth and prediction; write `validation_predictions.png`."
-    from medlab.engine.predictor import load_run
-    from medlab.engine.run import RunFolder
+    from medlab.engine.predictor import load_run   # deferred: torch and MONAI would make importing this viewer about 4x slower
+    from medlab.engine.run import RunFolder        # (-X importtime: 1.1 s, 4.3 s with them); only a trained run's gallery needs them
     run = RunFolder(run_dir)
     subjects = list(run.split().validation[:n])
     if not subjects: return None
@@ -289,8 +289,6 @@ def validation_gallery(run_dir: str | Path,      # a trained run folder
     path = run.path / 'validation_predictions.png'
     with atomic_path(path) as tmp: fig.savefig(tmp, format='png', dpi=90)
     _pyplot().close(fig)
-    from IPython import get_ipython
     if show and get_ipython() is not None:
-        from IPython.display import Image, display
         display(Image(filename=str(path)))
     return path

@@ -18,16 +18,21 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nbformat
 import pandas as pd
+from distributed import Client, LocalCluster, as_completed as dask_completed, get_worker
+from matplotlib.figure import Figure
 
 import medlab
 from ..core.errors import MedlabError
 from ..core.config import MedlabConfig, load_config, save_config, update_config
 from ..datasets.manifest import check_subjects, read_manifest
+from ..engine.evaluation import evaluate
 from ..engine.run import RunFolder, claim_folder, config_differences
 from ..datasets.tasks import task_of
 from ..datasets.split import Fold, Split, nested_folds
-from ..core.utils import atomic_path, is_interactive, progress_bar, template_path, write_text_atomic
+from ..core.utils import atomic_path, progress_bar, template_path, write_text_atomic
+from .infer import check_fusion, predict
 
 # %% auto #0
 __all__ = ['EXECUTORS', 'FoldJob', 'plan_folds', 'notebook_error', 'run_fold', 'run_fold_on_dask', 'check_executor', 'run_jobs',
@@ -64,7 +69,6 @@ def plan_folds(cfg: MedlabConfig,   # the run's config: data_csv, nested_trainin
                fusion: str = 'mean' # how outer folds will be fused: checked against the task here, before any fold
               ) -> list[FoldJob]:
     "Check every subject, deal the nested folds and write each fold's split.csv; the folds to train."
-    from medlab.workflows.infer import check_fusion
     if cfg.data_csv is None or not isinstance(cfg.data_csv, str):
         raise ValueError('k-fold needs one manifest in data_csv (the folds are dealt from it), not one CSV per split')
     task = task_of(cfg)  # the task decides whether folds are stratified
@@ -96,7 +100,6 @@ def plan_folds(cfg: MedlabConfig,   # the run's config: data_csv, nested_trainin
 # %% ../../nbs/11d_crossval.ipynb #1b7ce10b
 def notebook_error(path: str | Path) -> str:
     "The first error an executed notebook holds, as `Name: message`, or ''."
-    import nbformat
     try: nb = nbformat.read(str(path), 4)
     except Exception: return ''
     for cell in nb.cells:
@@ -134,12 +137,10 @@ def _local(jobs: list[FoldJob], workers: int):
 
 def run_fold_on_dask(job: FoldJob) -> dict:
     "`run_fold` on a Dask worker: the row names the worker."
-    from distributed import get_worker
     row = run_fold(job)
     return {**row, 'worker': f"{get_worker().address} {row['worker']}"}
 
 def _dask(jobs: list[FoldJob], workers: int, scheduler: str | None):
-    from distributed import Client, LocalCluster, as_completed as dask_completed
     # the local workers are threads: each only waits on its fold's own process (no re-import of a script's __main__)
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=False, dashboard_address=None)
     client = Client(scheduler or cluster)
@@ -186,7 +187,6 @@ def _test_columns(summary: pd.DataFrame) -> dict:
 
 def _test_scores(predictions: Path, split: Split, class_list: list[int], task: str) -> dict:
     "The test columns of a fold's own test predictions, scored by `evaluate`."
-    from medlab.engine.evaluation import evaluate
     with tempfile.TemporaryDirectory() as tmp:
         return _test_columns(evaluate(predictions, _test_csv(split, Path(tmp) / 'truth.csv'), class_list or None, task).summary)
 
@@ -205,7 +205,6 @@ def fold_row(job: FoldJob, status: dict) -> dict:
 
 def fused_row(output_dir: Path, outer: int, jobs: list[FoldJob], fusion: str, name: str = '') -> dict | None:
     "The results row of outer fold `outer`: its test set predicted by the fusion of its finished inner runs."
-    from medlab.workflows.infer import predict
     runs = [j.run_dir for j in jobs if j.outer == outer and RunFolder(j.run_dir).finished]
     if not runs: return None
     run = RunFolder(runs[0])
@@ -229,14 +228,12 @@ def summarize_results(results: pd.DataFrame) -> pd.DataFrame:
 
 def plot_results(results: pd.DataFrame, path: Path) -> Path:
     "A box plot per metric over the folds (each on its own scale: Dice and a volume difference do not share an axis; fused rows as red points), written to `path`."
-    import matplotlib
-    if not is_interactive(): matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     cols = [c for c in results.columns if c.startswith(('val_', 'test_')) and pd.to_numeric(results[c], errors='coerce').notna().any()]
     folds, fused = results[results.inner != 'fused'], results[results.inner == 'fused']
     per_row = max(1, min(4, len(cols)))
     rows = -(-len(cols) // per_row)
-    fig, axes = plt.subplots(rows, per_row, figsize=(2.6 * per_row, 2.8 * rows), squeeze=False)
+    fig = Figure(figsize=(2.6 * per_row, 2.8 * rows))   # not pyplot: a file is drawn, nothing shown, no backend chosen
+    axes = fig.subplots(rows, per_row, squeeze=False)
     for ax, c in zip(axes.flat, cols):
         ax.boxplot([pd.to_numeric(folds[c], errors='coerce').dropna()], tick_labels=[''])
         values = pd.to_numeric(fused[c], errors='coerce').dropna()
@@ -246,7 +243,6 @@ def plot_results(results: pd.DataFrame, path: Path) -> Path:
     fig.suptitle(f'{len(folds)} fold(s)' + (' (red: fused)' if len(fused) else ''), fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp: fig.savefig(tmp, format='png', dpi=90)
-    plt.close(fig)
     return path
 
 # %% ../../nbs/11d_crossval.ipynb #4d3e44c6

@@ -5,20 +5,28 @@
 # %% ../../nbs/15_deploy.ipynb #94f80149
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 from pathlib import Path
 
+import monai
+import nibabel
 import numpy as np
 import pandas as pd
 import torch
 from monai.bundle.config_item import ConfigComponent
 from monai.bundle.utils import EXPR_KEY, ID_REF_KEY, ID_SEP_KEY, MACRO_KEY, MERGE_KEY
+from safetensors.torch import load_file, save_file
 
 import medlab
+from ..core.config import load_config, save_config
 from ..core.errors import MedlabError
-from ..core.utils import atomic_path, write_json_atomic
+from ..core.utils import atomic_path, write_json_atomic, write_text_atomic
+from ..datasets.tasks import task_of
+from ..datasets.transforms import postprocessing_specs, preprocessing_specs
+from ..nets.models import build_model, network_spec
 from ..engine.backends import OpenVINONetwork   # older code imported it from here
 from ..engine.export import ExportResult, export_run, sample_patches, save_openvino, to_openvino
 from ..engine.predictor import Predictor, load_run
@@ -33,21 +41,19 @@ class PackageError(MedlabError, ValueError):
     "A model package that fails its checks."
 
 def _sha256(path: Path) -> str:
-    import hashlib
+    "The SHA-256 of a file, read a megabyte at a time."
     digest = hashlib.sha256()
     with open(path, 'rb') as f:
         for piece in iter(lambda: f.read(1 << 20), b''): digest.update(piece)
     return digest.hexdigest()
 
 def _versions() -> dict:
-    import monai
-    import openvino
+    "The versions of medlab and of the libraries a package's network runs on."
+    import openvino   # optional and heavy (see `OpenVINONetwork`): imported only when a package is written
     return {'medlab': medlab.__version__, 'torch': torch.__version__, 'monai': monai.__version__, 'openvino': openvino.__version__}
 
 def package_run(run: str | Path, output_dir: str | Path, checkpoint: str = 'best') -> Path:
     "Write a run's model as a verifiable package folder (weights, IR, config, description, SHA-256 manifest)."
-    from safetensors.torch import save_file
-    from medlab.core.config import save_config
     run = RunFolder(run)
     predictor, out = load_run(run.path, checkpoint, device='cpu'), Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -66,7 +72,6 @@ def package_run(run: str | Path, output_dir: str | Path, checkpoint: str = 'best
                    'checkpoint': checkpoint, 'versions': _versions()}
     write_json_atomic(out / 'package.json', description)
     files = sorted(p for p in out.rglob('*') if p.is_file() and p.name != 'MANIFEST.sha256')
-    from medlab.core.utils import write_text_atomic
     write_text_atomic(out / 'MANIFEST.sha256', ''.join(f'{_sha256(p)}  {p.relative_to(out).as_posix()}\n' for p in files))
     return out
 
@@ -98,6 +103,7 @@ def read_checksums(manifest: Path) -> dict[str, str]:
         listed[name] = digest.lower()
     return listed
 
+# %% ../../nbs/15_deploy.ipynb #e8b16193
 def read_description(path: Path) -> dict:
     "A package's `package.json`, with the keys a check reads present and typed; a `PackageError` names the file and key."
     file, fix = path / 'package.json', 'remake the package with medlab.package_run'
@@ -131,16 +137,13 @@ def verify_package(path: str | Path) -> dict:
                            'loads packages of its own major version and an older or equal minor version: install a matching medlab')
     return description
 
+# %% ../../nbs/15_deploy.ipynb #9586851e
 def load_package(path: str | Path, backend: str = 'torch', device: str | None = None) -> Predictor:
     "A verified package as a predictor: the torch network from its safetensors weights, or its OpenVINO IR."
-    from safetensors.torch import load_file
-    from medlab.core.config import load_config
-    from medlab.nets.models import build_model
-    from medlab.datasets.tasks import build_task
     path = Path(path)
     verify_package(path)
     cfg = load_config(path / 'config.yaml')
-    task = build_task(cfg.model, cfg.loss_function, cfg.scaling_factor)
+    task = task_of(cfg, str(path / 'config.yaml'))   # the whole task, scaling_factor included, as `load_run` builds it
     if backend == 'openvino': return Predictor(OpenVINONetwork(path / 'model.xml'), cfg, task, 'cpu', source=str(path / 'model.xml'))
     model = build_model(cfg.model, task.outputs)
     model.load_state_dict(load_file(str(path / 'weights.safetensors')))
@@ -173,8 +176,6 @@ def bundle_item(spec, where: str, values: dict, **extra) -> dict:
 # %% ../../nbs/15_deploy.ipynb #8cdc4a4a
 def _inference_json(predictor: Predictor) -> tuple[dict, dict]:
     "The bundle's inference config (MONAI objects named by their specs), and the user values it reads as data (see `as_data`)."
-    from medlab.nets.models import network_spec
-    from medlab.datasets.transforms import postprocessing_specs, preprocessing_specs
     cfg, task = predictor.cfg, predictor.task
     if not task.per_voxel: raise ValueError('a MONAI bundle is written for segmentation runs: their predictions are images MONAI saves')
     if cfg.model.num_channels != 1: raise ValueError('the bundle reads one file per image: single-channel networks only')
@@ -218,10 +219,6 @@ def _inference_json(predictor: Predictor) -> tuple[dict, dict]:
     }, values
 
 # %% ../../nbs/15_deploy.ipynb #698b8e64
-def _nibabel_version() -> str:
-    import nibabel
-    return nibabel.__version__
-
 def bundle_run(run: str | Path, output_dir: str | Path, checkpoint: str = 'best') -> Path:
     "Write a segmentation run's model as a MONAI bundle that `python -m monai.bundle run` executes."
     run = RunFolder(run)
@@ -232,7 +229,7 @@ def bundle_run(run: str | Path, output_dir: str | Path, checkpoint: str = 'best'
     versions = _versions()
     metadata = {'version': '0.1.0', 'changelog': {'0.1.0': f'exported by medlab {versions["medlab"]} (from the run in docs/README.md)'},
                 'monai_version': versions['monai'], 'pytorch_version': versions['torch'].split('+')[0], 'numpy_version': np.__version__,
-                'required_packages_version': {'nibabel': _nibabel_version()}   # and medlab, for a medlab network or transform:
+                'required_packages_version': {'nibabel': nibabel.__version__}   # and medlab, for a medlab network or transform:
                                              | ({'medlab': versions['medlab']} if '"medlab.' in json.dumps(inference) else {}),
                 'name': f'medlab {cfg.model.architecture} ({predictor.task.name})', 'task': predictor.task.name,
                 'description': f'{cfg.model.architecture}, {cfg.model.dimension}D, classes {cfg.model.class_list}, trained with medlab',
@@ -249,7 +246,6 @@ def bundle_run(run: str | Path, output_dir: str | Path, checkpoint: str = 'best'
     write_json_atomic(out / VALUES_FILE, values)
     write_json_atomic(out / 'configs' / 'inference.json', inference)
     write_json_atomic(out / 'configs' / 'metadata.json', metadata)
-    from medlab.core.utils import write_text_atomic
     write_text_atomic(out / 'docs' / 'README.md', f"""# {metadata['name']}
 
 {metadata['description']}. Exported by medlab {versions['medlab']} from `{run.path}` ({checkpoint} checkpoint).

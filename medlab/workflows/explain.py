@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from ..core.utils import import_monai
 import_monai()  # before any MONAI import: skips a slow optional dependency (see utils)
 from monai.inferers import sliding_window_inference
@@ -20,10 +21,10 @@ from monai.visualize import GradCAM, GradCAMpp, GuidedBackpropGrad, OcclusionSen
 
 from ..core.catalog import ARCHITECTURES
 from ..datasets.manifest import Subject, read_manifest
-from ..datasets.io import ImageInfo, squeeze_info, write_image
+from ..datasets.io import ImageInfo, read_image, squeeze_info, squeeze_to, to_array, write_image
 from ..datasets.transforms import to_reference
 from ..engine.predictor import Predictor, as_subject, load_run, reference_info
-from ..core.utils import Registry, is_interactive, path_inside, progress_bar, write_text_atomic
+from ..core.utils import Registry, atomic_path, path_inside, progress_bar, write_text_atomic
 
 # %% auto #0
 __all__ = ['METHODS', 'LAYER_METHODS', 'DEFAULT_LAYERS', 'DEFAULT_METHOD', 'conv_layers', 'check_layer', 'RegionScore',
@@ -247,22 +248,18 @@ def explain(predictor: Predictor,               # from `load_run`
 # %% ../../nbs/14_explain.ipynb #e25a7b7c
 def overlay_png(image: np.ndarray, heat: np.ndarray, path: Path, title: str = ''):
     "Write the map over the image as a PNG: one panel in 2D, the three slices through the map's maximum in 3D."
-    import matplotlib
-    if not is_interactive(): matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    from medlab.core.utils import atomic_path
     if image.ndim == 2: pairs, titles = [(image, heat)], [title]
     else:
         at = np.unravel_index(np.argmax(heat), heat.shape)
         pairs = [(np.take(image, at[a], a), np.take(heat, at[a], a)) for a in range(3)]
         titles = [f"{title} {'xyz'[a]} = {at[a]}" for a in range(3)]
-    fig, axes = plt.subplots(1, len(pairs), figsize=(4 * len(pairs), 4), squeeze=False)
+    fig = Figure(figsize=(4 * len(pairs), 4))   # not pyplot: a file is drawn, nothing shown, no backend chosen
+    axes = fig.subplots(1, len(pairs), squeeze=False)
     for ax, (img, h), t in zip(axes[0], pairs, titles):
         ax.imshow(img.T, cmap='gray'); ax.imshow(h.T, cmap='jet', alpha=0.4, vmin=0, vmax=1)
         ax.set_title(t, fontsize=9); ax.axis('off')
     fig.tight_layout()
     with atomic_path(path) as tmp: fig.savefig(tmp, format='png', dpi=80)
-    plt.close(fig)
 
 def write_explanation(e: Explanation, output_dir: str | Path) -> dict:
     "Write a map (NIfTI on the input's geometry, PNG overlay) under `output_dir/{SubjectID}/`; its row of `cam.csv`."
@@ -290,7 +287,6 @@ def cam(run,                                     # a run folder (or a `Predictor
         subject = as_subject(x)
         (image, grid), sid, ref = predictor.read_grid(subject), subject.subject_id, reference_info(subject)
     if isinstance(region, (str, Path)):
-        from medlab.datasets.io import read_image, squeeze_to, to_array
         region = to_array(squeeze_to(read_image(region), predictor.cfg.model.dimension), None)[0]
     return explain(predictor, image, method, target, layer, region, sid, ref, grid)
 

@@ -21,6 +21,7 @@ from ..datasets.manifest import SLIDE_SUFFIXES, DataError, check_subjects, read_
 from ..engine.evaluation import Evaluation, evaluate, truth_problems
 from ..engine.predictor import Predictor, RunError, load_run, reference_info
 from ..engine.run import CHECKPOINTS, RunFolder, claim_folder, find_runs, is_run
+from ..histology.pipeline import infer_slide
 from ..datasets.split import _runs   # how many folds of a `nested_training` k run: the split module deals them
 from ..datasets.tasks import Prediction, Task
 from ..core.utils import progress_bar, write_json_atomic, write_text_atomic
@@ -121,7 +122,6 @@ def slide_subjects(data_csv: str | Path) -> tuple[list, list[dict]] | None:
 
 def predict_slides(predictors: list[Predictor], subjects: list, options: list[dict], output_dir: Path, fusion: str = 'mean') -> pd.DataFrame:
     "Each slide through `infer_slide` (the runs' mean); a row per slide naming its maps."
-    from medlab.histology.pipeline import infer_slide
     if fusion != 'mean': raise ValueError(f"fusion '{fusion}': slides are fused by the mean of the runs' probabilities; use fusion='mean'")
     rows = []
     for s, opt in zip(subjects, options):

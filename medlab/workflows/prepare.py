@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,14 @@ import pandas as pd
 import SimpleITK as sitk
 
 from ..core.config import MedlabConfig
-from ..datasets.manifest import DataError, Subject, read_manifest
-from ..engine.run import foreign_entries, refuse_foreign, remove_temporaries
 from ..core.utils import atomic_path, path_inside, write_text_atomic
-from dataclasses import dataclass
+from ..datasets.dicom import anonymize as deidentify, dicom_to_nifti
+from ..datasets.io import read_image, squeeze_to, to_array
+from ..datasets.manifest import DataError, Subject, read_manifest
+from ..datasets.split import load_split
+from ..datasets.tasks import task_of
+from ..datasets.transforms import GridSteps, build_preprocessing
+from ..engine.run import foreign_entries, refuse_foreign, remove_temporaries
 
 # %% auto #0
 __all__ = ['PREPROCESSED_MARKER', 'construct_csv', 'split_csv', 'input_fingerprint', 'preprocess', 'Prepared', 'prepare_dicom']
@@ -61,8 +66,6 @@ def construct_csv(input_dir: str | Path,            # one folder per subject
 def split_csv(cfg: MedlabConfig,                 # its data_csv, nested_training, seed and task
               output_dir: str | Path) -> dict[str, Path]:
     "Write the first fold of `cfg`'s split as `training.csv`, `validation.csv` (and `testing.csv`); their paths."
-    from medlab.datasets.split import load_split
-    from medlab.datasets.tasks import task_of
     task = task_of(cfg)
     table = load_split(cfg, task).table()
     out = {}
@@ -115,8 +118,6 @@ def _remove_gone(out: Path, keep: set[str]) -> list[str]:
 def _preprocess_one(args) -> dict:
     "Pre-process and write one subject unless its marker holds `fingerprint`; its manifest row (relative to `out`)."
     subject, settings, dimension, out, fingerprint, redo = args
-    from medlab.datasets.io import read_image, squeeze_to, to_array
-    from medlab.datasets.transforms import GridSteps, build_preprocessing
     done = path_inside(out / '.done', subject.subject_id)
     row = {'SubjectID': subject.subject_id, **{f'Channel_{i}': f'images/{subject.subject_id}_ch{i}.nii.gz' for i in range(len(subject.channels))}}
     if subject.label: row['Label'] = f'images/{subject.subject_id}_label.nii.gz'
@@ -198,7 +199,6 @@ def prepare_dicom(input: str | Path,              # a folder of DICOM files (any
                   mapping: str | Path | None = None  # de-identification: write the old-to-new table here (kept apart)
                  ) -> Prepared:
     "De-identify (optionally), convert every series to NIfTI, and write a manifest of one subject per series."
-    from medlab.datasets.dicom import anonymize as deidentify, dicom_to_nifti
     out = Path(output_dir)
     source, report = Path(input), None
     if anonymize:
