@@ -35,7 +35,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['medlab', 'medlab.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'tracking': cfg.get('tracking_requirements', '').split()},
+    extras_require={'dev': dev_requirements, **{extra: cfg.get(f'{extra}_requirements', '').split() for extra in ('tracking', 'federated', 'privacy')}},
     python_requires='>=' + cfg['min_python'],
     zip_safe=False,
     entry_points={'console_scripts': console_scripts, 'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},

@@ -206,6 +206,18 @@ def test_every_deferred_import_says_why():
     assert not silent, f'{len(silent)} deferred imports without a comment saying why (move them to the top):\n' + '\n'.join(silent)
 
 
+def test_methods_are_written_where_grep_finds_them():
+    "`Cls.name = _fn` hides a method from `grep 'def name'`: methods live in the class body or under fastcore's `@patch`."
+    found = []
+    for f in sorted(PACKAGE.rglob('*.py')):
+        for node in ast.parse(f.read_text(), str(f)).body:
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name)
+                                                    and t.value.id[:1].isupper() for t in node.targets) \
+                    and isinstance(node.value, (ast.Name, ast.Call, ast.Lambda)):
+                found.append(f'{f.relative_to(PACKAGE.parent).as_posix()}:{node.lineno}: {ast.unparse(node)}')
+    assert not found, 'methods attached by assignment (use @patch or the class body):\n' + '\n'.join(found)
+
+
 def test_import_medlab_does_not_import_torch():
     done = subprocess.run([sys.executable, '-c', "import medlab, sys; assert 'torch' not in sys.modules, 'torch imported'"],
                           capture_output=True, text=True, cwd=PACKAGE.parent)

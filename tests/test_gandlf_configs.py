@@ -107,7 +107,7 @@ def test_gandlf_forms_of_current_keys(raw, check):
     ({'optimizer': {'type': 'adam', 'momentum': 0.9}}, 'momentum: not an option of adam; it is an option of rmsprop, sgd'),
     ({'metrics': [{'recall': {'averge': 'macro'}}]}, "metric_options.recall.averge: not an option of recall; did you mean 'average'?"),
     ({'loss_function': {'focal': {'gama': 2}}}, "loss_options.gama: not an option of focal; did you mean 'gamma'?"),
-    ({'differential_privacy': {'noise_multiplier': 1.0}}, 'differential_privacy: medlab does not train with differential privacy'),
+    ({'differential_privacy': {'noise_multipler': 1.0}}, 'noise_multipler'),
     ({'model': {'class_list': [0, 1], 'num_classes': 3}}, 'model.num_classes: 3 disagrees with model.class_list [0, 1]'),
     ({'problem_type': 'classification'}, 'problem_type: classification, but model.architecture unet'),
     ({'model': {'class_list': '[0,1||2,2]'}}, 'needs a segmentation network with final_layer: sigmoid'),

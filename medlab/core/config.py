@@ -25,10 +25,11 @@ from .preprocessing_settings import POSTPROCESSING, PREPROCESSING
 from .utils import Strict, closest, did_you_mean, write_text_atomic
 
 # %% auto #0
-__all__ = ['registered', 'ModelConfig', 'check_option', 'OptimizerConfig', 'SchedulerConfig', 'NestedTrainingConfig',
-           'DataFilesConfig', 'InferenceConfig', 'PatchSamplerConfig', 'ExportConfig', 'TrackingConfig', 'MedlabConfig',
-           'ConfigError', 'format_errors', 'ConfigLoader', 'config_from_dict', 'load_config', 'update_config',
-           'config_to_yaml', 'save_config']
+__all__ = ['STRATEGIES', 'registered', 'ModelConfig', 'check_option', 'OptimizerConfig', 'SchedulerConfig',
+           'NestedTrainingConfig', 'DataFilesConfig', 'InferenceConfig', 'PatchSamplerConfig', 'ExportConfig',
+           'TrackingConfig', 'FederatedConfig', 'DifferentialPrivacyConfig', 'MedlabConfig', 'ConfigError',
+           'format_errors', 'ConfigLoader', 'config_from_dict', 'load_config', 'update_config', 'config_to_yaml',
+           'save_config']
 
 # %% ../../nbs/01_config.ipynb #3dd3928e
 def registered(registry: str) -> AfterValidator:
@@ -238,6 +239,41 @@ class TrackingConfig(Strict):
     mlflow: bool = Field(False, description='an MLflow run: params, metrics per epoch, the best model')
     experiment: str = Field('medlab', min_length=1, description='the MLflow experiment the run goes into')
 
+# %% ../../nbs/01_config.ipynb #e9f15038
+STRATEGIES = ('fedavg', 'fedprox', 'fedadam', 'fedmedian')
+
+class FederatedConfig(Strict):
+    "Rounds and how the server merges the sites' models."
+    rounds: int = Field(5, ge=1, description='federated rounds: each site trains, then the server merges')
+    local_epochs: int = Field(1, ge=1, description='epochs each site trains per round')
+    local_steps: int | None = Field(None, ge=1, description='or a fixed number of optimizer steps per site and round')
+    strategy: Literal[STRATEGIES] = Field('fedavg', description='how the server merges: fedavg, fedprox, fedadam, fedmedian')
+    proximal_mu: float = Field(0.0, ge=0, description="FedProx: weight of the pull towards the global model (0 is FedAvg)")
+    server_learning_rate: float = Field(0.1, gt=0, description='FedAdam: the server step size')
+    fraction_fit: float = Field(1.0, gt=0, le=1, description='share of the sites that train in a round')
+    min_sites: int = Field(2, ge=1, description='fewest sites a round needs')
+    evaluate_every: int = Field(1, ge=1, description='score the global model on each site every this many rounds')
+    site_column: str = Field('Site', min_length=1, description="the manifest column naming each subject's site")
+
+    @model_validator(mode='after')
+    def _prox_has_mu(self):
+        if self.strategy == 'fedprox' and self.proximal_mu <= 0:
+            raise ValueError('federated.proximal_mu: fedprox needs a pull towards the global model above 0 (e.g. 0.01); '
+                             'with 0 it is fedavg')
+        return self
+
+# %% ../../nbs/01_config.ipynb #5a5bb51c
+class DifferentialPrivacyConfig(Strict):
+    "Per-example clipping and noise (DP-SGD through Opacus), and the privacy budget."
+    noise_multiplier: float = Field(10.0, ge=0, description='noise standard deviation as a multiple of max_grad_norm')
+    max_grad_norm: float = Field(1.0, gt=0, description="each example's gradient is clipped to this norm")
+    accountant: Literal['rdp', 'prv', 'gdp'] = Field('rdp', description='how the privacy spent is added up')
+    delta: float = Field(1e-5, gt=0, lt=1, description='the delta of (epsilon, delta)-privacy')
+    epsilon: float | None = Field(None, gt=0, description='a target budget for the run: the noise is chosen to spend it')
+    physical_batch_size: int | None = Field(None, ge=1, description='examples per forward pass (memory); default: batch_size')
+    allow_opacus_model_fix: bool = Field(True, description='swap layers Opacus cannot handle (batch norm) for ones it can')
+    secure_mode: bool = Field(False, description="Opacus's cryptographically safe noise (slower)")
+
 # %% ../../nbs/01_config.ipynb #44aa2a2b
 def _options_known(cfg: MedlabConfig) -> MedlabConfig:
     "Each metric's and the loss's options are ones it takes (and each metric with options is among `metrics`)."
@@ -346,6 +382,8 @@ class MedlabConfig(Strict):
     verbose: bool = Field(False, description='print a line per epoch (also under papermill)')
     export: ExportConfig = Field(default_factory=ExportConfig, description='the model exported at the end of training')
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description='TensorBoard and MLflow trackers (medlab[tracking])')
+    federated: FederatedConfig | None = Field(None, description='train across sites that keep their images (medlab[federated])')
+    differential_privacy: DifferentialPrivacyConfig | None = Field(None, description='DP-SGD through Opacus (medlab[privacy])')
 
     check_preprocessing = _transform_block('data_preprocessing', PREPROCESSING)
     check_augmentation = _transform_block('data_augmentation', AUGMENTATION, extra=('default_probability',))

@@ -240,11 +240,7 @@ def translate(raw: dict) -> tuple[dict, list[str], list[str], list[str]]:
         proportional = nested.pop('proportional')
         if proportional is not None: nested['stratified'] = proportional
         notes.append('nested_training.proportional: read as nested_training.stratified')
-    if 'differential_privacy' in raw:
-        dp = raw.pop('differential_privacy')
-        if dp not in (None, False, {}):
-            problems.append('differential_privacy: medlab does not train with differential privacy (GaNDLF does it through Opacus); '
-                            'remove the key, or train this run with GaNDLF')
+    if raw.get('differential_privacy', True) in (None, False): raw.pop('differential_privacy')   # GaNDLF's way of saying off
     for key, why in IGNORED.items():
         if key in raw: raw.pop(key); ignored.append(f'{key}: {why}')
     return raw, notes, ignored, problems

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+from fastcore.basics import patch
 import tifffile
 import tiffslide
 from PIL import Image
@@ -26,8 +27,8 @@ from ..core.utils import atomic_path
 
 # %% auto #0
 __all__ = ['MAX_READ_PIXELS', 'APERIO_KEEP', 'SlideError', 'Slide', 'level_for', 'read_array', 'read_region', 'shrink',
-           'thumbnail', 'open_slide', 'write_pyramid', 'make_sample_slide', 'pen_pixels', 'summed_optical_density',
-           'saturation', 'coloured', 'tissue_pixels', 'TissueMask', 'tissue_mask', 'tissue_figure', 'clean_description',
+           'open_slide', 'write_pyramid', 'make_sample_slide', 'pen_pixels', 'summed_optical_density', 'saturation',
+           'coloured', 'tissue_pixels', 'TissueMask', 'tissue_mask', 'tissue_figure', 'clean_description',
            'slide_identifiers', 'deidentify_slide']
 
 # %% ../../nbs/19_slides.ipynb #1e00a1b8
@@ -264,7 +265,8 @@ def _tile_mosaic(self, level: int, size: tuple[int, int]) -> np.ndarray:
     return out
 
 # %% ../../nbs/19_slides.ipynb #269d2a9d
-def thumbnail(self, max_size: int = 1024     # the longer side of the thumbnail, in pixels
+@patch
+def thumbnail(self: Slide, max_size: int = 1024     # the longer side of the thumbnail, in pixels
              ) -> tuple[np.ndarray, float]:
     "An RGB thumbnail and its downsample from level 0 (level-0 pixels per thumbnail pixel), within the slide's `max_pixels`."
     W, H = self.dimensions
@@ -274,8 +276,6 @@ def thumbnail(self, max_size: int = 1024     # the longer side of the thumbnail,
     lw, lh = self.level_dimensions[level]
     read = _whole_level if lw * lh <= self.max_pixels else _tile_mosaic
     return read(self, level, (tw, th)), W / tw
-
-Slide.thumbnail = thumbnail
 
 def open_slide(path: str | Path,                  # the slide file
                mpp: float | None = None,          # microns per level-0 pixel, for a file without the tag

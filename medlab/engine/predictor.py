@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 from ..core.utils import import_monai
 import_monai()  # before any MONAI import: skips a slow optional dependency (see utils)
 from monai.inferers import SlidingWindowSplitter, sliding_window_inference
@@ -22,6 +23,7 @@ from ..datasets.manifest import Subject
 from ..datasets.io import ImageInfo, read_info, squeeze_info
 from ..datasets.loader import SubjectReader
 from ..nets.models import build_model
+from .privacy import run_network
 from ..core.errors import MedlabError
 from .run import RunFolder
 from ..datasets.tasks import TASKS, Prediction, Task, build_task, task_of
@@ -136,11 +138,10 @@ def window_blending(patch_size: tuple[int, ...],  # the window
     if aggregation == 'hann': blend['roi_weight_map'] = hann_weights(patch_size).to(device)
     return blend
 
-def _blending(self: Predictor) -> dict:
+@patch
+def blending(self: Predictor) -> dict:
     "How this predictor's windows are blended (see `window_blending`): prediction, CAM and export all read it here."
     return window_blending(self.patch_size, self.overlap, self.aggregation, self.device)
-
-Predictor.blending = _blending
 
 @torch.no_grad()
 def _map_logits(self: Predictor, image: torch.Tensor) -> torch.Tensor:
@@ -156,13 +157,12 @@ def _image_logits(self: Predictor, image: torch.Tensor) -> torch.Tensor:
         out.append(torch.cat([self.forward(b) for b in windows.split(self.cfg.batch_size)]).mean(0))
     return torch.stack(out)
 
-def _logits(self: Predictor, image: torch.Tensor   # (B, C, x, y[, z]), pre-processed
-           ) -> torch.Tensor:
+@patch
+def logits(self: Predictor, image: torch.Tensor   # (B, C, x, y[, z]), pre-processed
+          ) -> torch.Tensor:
     "Logits of whole images: (B, outputs, x, y[, z]) for maps, (B, outputs) per image."
     self.model.eval()
     return (_map_logits if self.task.per_voxel else _image_logits)(self, _plain(image))
-
-Predictor.logits = _logits
 
 # %% ../../nbs/10b_predictor.ipynb #4c0541fe
 def _postprocessed(self: Predictor, decided: torch.Tensor) -> torch.Tensor:
@@ -254,10 +254,11 @@ def _checked_state(run: RunFolder, which: str) -> dict:
         raise RunError(f'{run.checkpoint_path(which)} cannot be loaded as weights only ({str(e).splitlines()[0][:200]}); '
                        'medlab loads no pickled code: use a checkpoint medlab wrote') from None
 
-def _from_run(cls, run: str | Path | RunFolder,   # the run folder
-              checkpoint: str = 'best',           # 'best', 'latest' or 'initial'
-              device: torch.device | str | None = None
-             ) -> Predictor:
+@patch(cls_method=True)
+def from_run(cls: Predictor, run: str | Path | RunFolder,   # the run folder
+             checkpoint: str = 'best',           # 'best', 'latest' or 'initial'
+             device: torch.device | str | None = None
+            ) -> Predictor:
     "The predictor of a finished (or stopped) run, checked against its config."
     run = run if isinstance(run, RunFolder) else RunFolder(run)
     state = _checked_state(run, checkpoint)
@@ -267,15 +268,13 @@ def _from_run(cls, run: str | Path | RunFolder,   # the run folder
     except ConfigError as e: raise RunError(str(e)) from None
     if state.get('task', task.name) != task.name:
         raise RunError(f"{run.checkpoint_path(checkpoint)} was trained for {state['task']} but {run.config_file} describes {task.name}")
-    model = build_model(cfg.model, task.outputs)
+    model = run_network(cfg, task.outputs)   # a DP run's batch norm became group norm
     try: model.load_state_dict(state['model'])
     except (RuntimeError, KeyError) as e:
         first = str(e).split('\n\t')[1 if '\n\t' in str(e) else 0][:200]
         raise RunError(f'{run.checkpoint_path(checkpoint)} does not fit the network {run.config_file} describes '
                        f'({cfg.model.architecture}, {cfg.model.num_channels} channel(s), {task.outputs} output(s)): {first}') from None
     return cls(model, cfg, task, device, source=str(run.checkpoint_path(checkpoint).resolve()))
-
-Predictor.from_run = classmethod(_from_run)
 
 def load_run(path: str | Path,                        # a run folder
              checkpoint: str = 'best',                 # 'best', 'latest' or 'initial'

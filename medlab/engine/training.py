@@ -42,6 +42,7 @@ from ..nets.models import build_model
 from ..nets.optim import build_optimizer, build_scheduler, per_batch, step_scheduler
 from .export import export_run
 from .predictor import Predictor, pick_device, reference_info
+from .privacy import DifferentialPrivacy, private_model
 from .run import LOG_KINDS, RunConflictError, RunFolder, config_differences
 from ..datasets.split import Split, check_split, load_split, split_differences
 from ..datasets.tasks import Task, class_penalty, task_of
@@ -73,11 +74,12 @@ class TrainResult:
     seconds: float | None = None                     # training and validation time of every epoch so far
     stopped: bool = False                            # ended by `stop` (the panel's Stop) before its last epoch
     stopped_at: str | None = None                    # where, and where a new run resumes
+    privacy: dict | None = None                      # differential privacy: the epsilon spent (at delta), the noise, the steps
 
     def record(self) -> dict:
         "What `metrics.json` holds: JSON-ready, without what differs between two runs of one config (times)."
         skip = ('first_step_time', 'seconds', 'stopped', 'stopped_at')
-        return {k: v for k, v in asdict(self).items() if k not in skip}
+        return {k: v for k, v in asdict(self).items() if k not in skip and not (k == 'privacy' and v is None)}  # privacy: DP runs only
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> TrainResult:
@@ -164,7 +166,10 @@ class Trainer:
         self.cfg, self.split, self.task, self.run, self.shard = cfg, split, task, run, shard
         device = device or pick_device(cfg.accelerator)
         seed_everything(cfg.seed)
-        self.predictor = Predictor(build_model(cfg.model, task.outputs), cfg, task, device, cache=cfg.in_memory)  # validation scores what inference gives
+        model, self.opacus_swaps = private_model(build_model(cfg.model, task.outputs), cfg.differential_privacy)  # DP: batch norm swapped
+        self.predictor = Predictor(model, cfg, task, device, cache=cfg.in_memory)  # validation scores what inference gives
+        self.dp = DifferentialPrivacy(cfg.differential_privacy) if cfg.differential_privacy else None  # a callback of `fit`
+        self.privacy = None   # the privacy spent so far, which `self.dp` keeps up to date
         self.model, self.device = self.predictor.model, self.predictor.device
         self.net = self.model  # what the training steps call: under DDP, the wrapper that averages gradients across processes
         if shard[1] > 1:
@@ -299,6 +304,7 @@ def save(self: Trainer, which: str, epoch: int, metrics: dict, with_state: bool 
                  medlab_version=medlab.__version__, metrics=metrics)
     if with_state:
         state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(), **self.stopping.state_dict())
+        if self.dp is not None: state.update(privacy=self.dp.state_dict())   # the accountant goes on where it stopped
     self.run.save_checkpoint(which, **state)
 
 @patch
@@ -315,6 +321,7 @@ def resume(self: Trainer, state: dict) -> int:
     self.optimizer.load_state_dict(state['optimizer'])
     self.scheduler.load_state_dict(state['scheduler'])
     self.stopping.load_state_dict(state)
+    if self.dp is not None and 'privacy' in state: self.dp.load_state_dict(state['privacy'])
     for kind in LOG_KINDS: self.logs[kind] = [r for r in self.run.logs(kind).to_dict('records') if r['epoch'] <= state['epoch']]
     self.saved_epoch = state['epoch']
     return state['epoch'] + 1
@@ -395,7 +402,7 @@ class ExportAtEnd(Callback):
 @patch
 def loop_callbacks(self: Trainer, on_epoch=None, stop: threading.Event | None = None, extra: list[Callback] = ()) -> list[Callback]:
     "Every callback of a run in its order: medlab's own, `extra` (trackers, export, the caller's), `StopWhen` last."
-    return [self.stopping, Checkpoints(), EventLog(), ProgressLine(), CurvesPNG(every_epoch=on_epoch is not None),
+    return [self.stopping, *([self.dp] if self.dp else []), Checkpoints(), EventLog(), ProgressLine(), CurvesPNG(every_epoch=on_epoch is not None),
             *([OnEpochFunction(on_epoch)] if on_epoch is not None else []), *extra, *([StopWhen(stop)] if stop is not None else [])]
 
 @patch
@@ -450,7 +457,7 @@ def result(self: Trainer, testing: dict | None = None, **extra) -> TrainResult:
     seconds = sum(r['seconds'] for kind in LOG_KINDS for r in self.logs[kind])
     return TrainResult(str(self.run.path), self.monitor, self.stopping.best_epoch, best_row, testing, len(self.logs['validation']),
                        self.stopping.should_stop, self.task.name, self.first_step_time, num_epochs=self.cfg.num_epochs,
-                       classes=[str(c) for c in self.task.scored_classes], seconds=float(seconds), **extra)
+                       classes=[str(c) for c in self.task.scored_classes], seconds=float(seconds), privacy=self.privacy, **extra)
 
 # %% ../../nbs/11_training.ipynb #d72c9a83
 @patch
@@ -619,6 +626,9 @@ def train(cfg: MedlabConfig,                  # the run's config, from `load_con
     started = time.time()
     import_dynamo_in_background()
     cfg = config_from_dict(cfg.model_dump(mode='json'), 'config')  # a private copy: the caller's may be edited by a panel
+    if cfg.federated is not None:
+        raise ConfigError('config', ['federated: this config trains across sites; run it with medlab.train_federated(cfg), '
+                                     'or remove the federated block to train on the pooled data here'])
     task, run = task_of(cfg), RunFolder(cfg.output_dir)
     run.check_writable()              # a folder of the user's files: refused before a checkpoint in it is read or a lock written
     rank, world, device = process_group(cfg.accelerator)

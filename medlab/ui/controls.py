@@ -101,7 +101,7 @@ LABELS = {  # config key -> the words beside its control (written from the field
     'export.enabled': 'export after training', 'export.formats': 'export formats', 'export.precision': 'export precisions',
     'version': 'GaNDLF version', 'slide_mpp': 'slide microns per pixel', 'auto_batch_size_find': 'find the batch size',
     'auto_lr_find': 'find the learning rate', 'tracking.tensorboard': 'TensorBoard', 'tracking.mlflow': 'MLflow',
-    'tracking.experiment': 'MLflow experiment',
+    'tracking.experiment': 'MLflow experiment', 'federated': 'Federated learning (sites)', 'differential_privacy': 'Differential privacy',
 }
 
 PARAMETER_LABELS = {  # template parameter -> the words beside its control

@@ -27,6 +27,7 @@ from ..core.utils import atomic_path, write_json_atomic, write_text_atomic
 from ..datasets.tasks import task_of
 from ..datasets.transforms import postprocessing_specs, preprocessing_specs
 from ..nets.models import build_model, network_spec
+from ..engine.privacy import run_network
 from ..engine.backends import OpenVINONetwork   # older code imported it from here
 from ..engine.export import ExportResult, export_run, sample_patches, save_openvino, to_openvino
 from ..engine.predictor import Predictor, load_run
@@ -145,7 +146,7 @@ def load_package(path: str | Path, backend: str = 'torch', device: str | None = 
     cfg = load_config(path / 'config.yaml')
     task = task_of(cfg, str(path / 'config.yaml'))   # the whole task, scaling_factor included, as `load_run` builds it
     if backend == 'openvino': return Predictor(OpenVINONetwork(path / 'model.xml'), cfg, task, 'cpu', source=str(path / 'model.xml'))
-    model = build_model(cfg.model, task.outputs)
+    model = run_network(cfg, task.outputs)   # a DP run's batch norm became group norm
     model.load_state_dict(load_file(str(path / 'weights.safetensors')))
     return Predictor(model, cfg, task, device, source=str(path / 'weights.safetensors'))
 
