@@ -34,6 +34,7 @@ def subcommand(name: str):
         return fn
     return deco
 
+# %% ../nbs/18_cli.ipynb #ab4e2240
 @subcommand('anonymize')
 @call_parse
 def anonymize(input: Param('a DICOM file or folder', str), output: Param('a folder for the de-identified files', str),
@@ -88,6 +89,7 @@ def preprocess(config: Param("the YAML (its data_csv and data_preprocessing)", s
     "Apply the config's data_preprocessing once and write the dataset with a new manifest (redoes only subjects whose settings or inputs changed)."
     print(medlab.preprocess(_config(config, data_csv), output, workers, overwrite=overwrite))
 
+# %% ../nbs/18_cli.ipynb #a0440521
 @subcommand('train')
 @call_parse
 def train(config: Param('the YAML', str), data_csv: Param("overrides the YAML's data_csv", str) = None,
@@ -136,6 +138,7 @@ def export(run: Param('a run folder', str), output: Param("default: the run's ex
     result = medlab.export_run(run, output, formats.split(','), precision.split(','))
     print(result.table.to_string(index=False))
 
+# %% ../nbs/18_cli.ipynb #36ccc0ac
 @subcommand('run')
 @call_parse
 def run_template(template: Param('a template name (train, infer, kfold, cam, export, prepare) or a notebook path', str),
