@@ -53,7 +53,7 @@ from ..core.utils import atomic_path, duration, in_kernel, is_interactive, progr
 __all__ = ['TrainResult', 'run_seconds', 'split_by_class', 'EarlyStopping', 'training_penalty', 'Trainer', 'TrainingDiverged',
            'TrainingInterrupted', 'ExportFailed', 'Checkpoints', 'EpochReport', 'epoch_line', 'EventLog',
            'ProgressLine', 'OnEpochFunction', 'ExportAtEnd', 'plot_curves', 'CurvesPNG', 'import_dynamo_in_background',
-           'export_trained', 'process_group', 'train']
+           'previous_run', 'export_trained', 'process_group', 'train']
 
 # %% ../../nbs/11_training.ipynb #44b53c8b
 @dataclass
@@ -554,7 +554,7 @@ def _tuned_before(run: RunFolder, cfg: MedlabConfig, resume: bool) -> MedlabConf
     saved = run.checkpoint('latest')['config']
     return update_config(cfg, batch_size=saved['batch_size'], learning_rate=saved['learning_rate'])
 
-def _previous_run(run: RunFolder, cfg: MedlabConfig, resume: bool) -> dict | None:
+def previous_run(run: RunFolder, cfg: MedlabConfig, resume: bool) -> dict | None:
     "The latest checkpoint to resume from, or None; an error when the folder holds a run of another config."
     if not (resume and run.has('latest')): return None
     latest = run.checkpoint('latest')
@@ -634,7 +634,7 @@ def train(cfg: MedlabConfig,                  # the run's config, from `load_con
     rank, world, device = process_group(cfg.accelerator)
     cfg = _tuned_before(run, cfg, resume)
     callbacks = [*tracking_callbacks(cfg.tracking), *([ExportAtEnd()] if cfg.export.enabled else []), *callbacks]  # a missing tracker: refused here
-    latest = _previous_run(run, cfg, resume)  # every process resumes from the same checkpoint
+    latest = previous_run(run, cfg, resume)  # every process resumes from the same checkpoint
     if (done := _already_done(run, cfg, latest)) is not None:
         if rank == 0: print(done, flush=True)
         if cfg.export.enabled and rank == 0 and run.has('best') and not _exported_since_finished(run):

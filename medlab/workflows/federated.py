@@ -24,8 +24,8 @@ from ..datasets.manifest import DataError, Subject, check_subjects, read_table, 
 from ..datasets.split import Split, nested_folds
 from ..datasets.tasks import Task, task_of
 from ..engine.privacy import run_network
-from ..engine.run import LOG_KINDS, RunConflictError, RunFolder, config_differences
-from ..engine.training import EarlyStopping, Trainer
+from ..engine.run import LOG_KINDS, RunFolder
+from ..engine.training import EarlyStopping, Trainer, previous_run
 from ..nets.metrics import build_metrics
 from ..nets.optim import build_optimizer, build_scheduler
 
@@ -294,15 +294,6 @@ def run_rounds(grid, strategy, model: GlobalModel, cfg: MedlabConfig, on_round=N
         if on_round is not None: on_round(record)
 
 # %% ../../nbs/21_federated.ipynb #d9b06f34
-def _previous(run: RunFolder, cfg: MedlabConfig, resume: bool) -> dict | None:
-    "The latest checkpoint to resume from, or None; refused when the folder holds a run of another config."
-    if not (resume and run.has('latest')): return None
-    latest = run.checkpoint('latest')
-    if conflicts := config_differences(cfg, latest['config']):
-        raise RunConflictError(f'{run.path} holds a federation with another config (differs in: {", ".join(conflicts)}); '
-                               'give a new output_dir, or resume=False to start it over')
-    return latest
-
 def _write_sites(run: RunFolder, splits: dict[str, Split]):
     "The pooled split as `split.csv` (with a Site column) and each site's as `sites/<site>/split.csv`."
     for site, split in splits.items():
@@ -340,7 +331,7 @@ def train_federated(cfg: MedlabConfig,          # the run's config, with a `fede
     check_sites(splits, cfg, task)
     build_strategy(cfg, len(splits))
     run.check_writable()
-    latest = _previous(run, cfg, resume)
+    latest = previous_run(run, cfg, resume)   # the same resume rule as an ordinary run
     with run.hold():
         run.prepare(fresh=not resume)
         run.write_config(cfg)
