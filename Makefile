@@ -18,7 +18,7 @@ $(BIN)/medlab-ready: setup.py settings.ini
 setup: $(BIN)/medlab-ready
 
 demo: setup
-	$(BIN)/python -c "import medlab; print('sample data:', medlab.make_sample_data('$(RUN_DIR)/sample_data/seg2d'))"
+	$(BIN)/python -c "import medlab; print('sample data:', medlab.make_sample_data('$(RUN_DIR)/sample_data/seg2d', sites=3))"
 	$(BIN)/papermill templates/train.ipynb $(RUN_DIR)/train_seg2d.ipynb --cwd templates \
 		-p config configs/seg2d_sample.yaml -p data_csv ../$(RUN_DIR)/sample_data/seg2d/data.csv \
 		-p output_dir ../$(RUN_DIR)/train_seg2d

@@ -16,12 +16,12 @@ import yaml
 from fastcore.script import Param, anno_parser, call_parse, store_true
 
 import medlab
-from .core.config import ModelConfig, config_from_dict, load_config
+from .core.config import ConfigError, ModelConfig, config_from_dict, load_config
 from .core.utils import did_you_mean, template_path
 
 # %% auto #0
-__all__ = ['SUBCOMMANDS', 'subcommand', 'anonymize', 'convert', 'construct_csv', 'split_csv', 'preprocess', 'train', 'kfold',
-           'infer', 'cam', 'export', 'run_template', 'verify_install', 'recover_config', 'mine_patches',
+__all__ = ['SUBCOMMANDS', 'subcommand', 'anonymize', 'convert', 'construct_csv', 'split_csv', 'preprocess', 'train', 'federated',
+           'kfold', 'infer', 'cam', 'export', 'run_template', 'verify_install', 'recover_config', 'mine_patches',
            'deidentify_slide', 'main', 'console']
 
 # %% ../nbs/18_cli.ipynb #c4854994
@@ -99,6 +99,28 @@ def train(config: Param('the YAML', str), data_csv: Param("overrides the YAML's 
     "Train as the config says (resuming a stopped run in output_dir)."
     result = medlab.train(_config(config, data_csv, output_dir), resume=not fresh)
     print(f'best epoch {result.best_epoch}: ' + ', '.join(f'{k} {v:.4g}' for k, v in result.best.items() if isinstance(v, float)))
+    print(f'run folder: {result.output_dir}')
+
+def _sites(text: str) -> dict[str, str]:
+    "'a=a.csv,b=b.csv' as {site: absolute CSV path}."
+    pairs = [p.split('=', 1) for p in text.split(',') if p.strip()]
+    if not pairs or any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
+        raise ConfigError('--sites', [f"'{text}': give each site as name=CSV, comma-separated (e.g. a=a.csv,b=b.csv)"])
+    return {name.strip(): str(Path(csv.strip()).resolve()) for name, csv in pairs}
+
+@subcommand('federated')
+@call_parse
+def federated(config: Param('the YAML, with a federated block', str),
+              sites: Param("a CSV per site, 'a=a.csv,b=b.csv' (default: the manifest's Site column)", str) = None,
+              data_csv: Param("overrides the YAML's data_csv", str) = None, output_dir: Param("overrides the YAML's output_dir", str) = None,
+              engine: Param("'simulation' (one process) or 'deployment' (a SuperLink and SuperNodes here)", str) = 'simulation',
+              fresh: Param('start the federation over instead of resuming it', store_true) = False,
+              debug: Param('show tracebacks', store_true) = False):
+    "Train one model across sites that keep their images (Flower); each site's score of the best global model."
+    cfg = _config(config, data_csv, output_dir)
+    if sites and cfg.federated is not None: cfg = cfg.model_copy(update={'federated': cfg.federated.model_copy(update={'sites': _sites(sites)})})
+    result = medlab.train_federated(cfg, resume=not fresh, engine=engine)
+    print(result.site_table().round(4).to_string())
     print(f'run folder: {result.output_dir}')
 
 @subcommand('kfold')

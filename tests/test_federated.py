@@ -12,6 +12,7 @@ import medlab
 import medlab.datasets.loader as loader
 import medlab.datasets.tasks as tasks
 from medlab.datasets.split import Split
+from medlab.engine.run import RunFolder
 from medlab.workflows.federated import (FederationError, SiteClient, evaluate, site_splits, site_subjects, train_federated)
 
 from conftest import tiny_config
@@ -49,6 +50,24 @@ def test_sites_are_refused_before_any_work(tmp_path):
     with pytest.raises(medlab.ConfigError, match=r'federated: this config trains across sites; run it with medlab.train_federated'):
         medlab.train(cfg)   # an ordinary run refuses a federated config rather than pool the sites silently
     assert not (Path(cfg.output_dir) / 'model_latest.pt').exists()
+
+
+def test_a_csv_per_site_is_the_same_federation(tmp_path):
+    cfg = sited(tmp_path, list('aaaabb'))
+    table, home = pd.read_csv(cfg.data_csv), Path(cfg.data_csv).parent
+    (home / 'b').mkdir()
+    table[table.Site == 'a'].drop(columns='Site').to_csv(home / 'a.csv', index=False)
+    b = table[table.Site == 'b'].drop(columns='Site')
+    b[['Channel_0', 'Label']] = '../' + b[['Channel_0', 'Label']]   # b's CSV in a subfolder: its paths are relative to it
+    b.to_csv(home / 'b' / 'b.csv', index=False)
+    raw = {**cfg.model_dump(mode='json'), 'data_csv': {'a': 'a.csv', 'b': 'b/b.csv'}}
+    per_site = medlab.core.config.config_from_dict(raw, base=home)
+    assert per_site.data_csv is None and per_site.federated.sites == {'a': str(home / 'a.csv'), 'b': str(home / 'b' / 'b.csv')}
+    ids = lambda c: {k: [(s.subject_id, s.channels[0]) for s in v] for k, v in site_subjects(c).items()}
+    assert ids(per_site) == ids(cfg)
+    b.assign(Site='x').to_csv(home / 'b' / 'b.csv', index=False)
+    with pytest.raises(FederationError, match=r"b.csv: its 'Site' column says 'x', but federated.sites lists it as 'b'"):
+        site_subjects(per_site)
 
 
 def test_each_site_is_split_inside_itself(tmp_path):
@@ -126,14 +145,15 @@ def federation(tmp_path_factory):
     cfg = sited(tmp, list('aaaabb'))
     stop, rounds = threading.Event(), []
     def stop_after_first(record): rounds.append(record['round']); stop.set()
-    run = train_federated(cfg, on_round=stop_after_first, stop=stop, cpus=1)
+    stopped = train_federated(cfg, on_round=stop_after_first, stop=stop, cpus=1)
+    run = RunFolder(stopped.output_dir)
     first = run.checkpoint('latest')['epoch']
-    train_federated(cfg, on_round=lambda r: rounds.append(r['round']), cpus=1)
-    return cfg, run, first, rounds
+    finished = train_federated(cfg, on_round=lambda r: rounds.append(r['round']), cpus=1)
+    return cfg, run, first, rounds, (stopped, finished)
 
 
 def test_simulation_trains_stops_resumes_and_predicts(federation):
-    cfg, run, first, rounds = federation
+    cfg, run, first, rounds, _ = federation
     assert (first, rounds) == (1, [1, 2])                           # stopped after round 1, resumed at round 2 only
     starts = [e for e in run.events() if e['event'] == 'start']
     assert [e['resumed_from_round'] for e in starts] == [None, 1]
@@ -152,8 +172,28 @@ def test_simulation_trains_stops_resumes_and_predicts(federation):
     assert all(torch.equal(v, run.checkpoint('best')['model'][k]) for k, v in predictor.model.state_dict().items())
 
 
+def test_the_result_is_a_run_result_with_sites(federation, capsys):
+    cfg, run, _, _, (stopped, finished) = federation
+    assert stopped.stopped and stopped.stopped_at == 'stopped after round 1 of 2; run again to resume' and stopped.sites['a']['epoch'] == 1
+    assert not finished.stopped and finished.epochs_run == 2 and finished.num_epochs == 2
+    saved = run.metrics()                                       # metrics.json: the finished federation's record
+    assert saved['best_epoch'] == finished.best_epoch and saved['sites'].keys() == {'a', 'b'} and saved['strategy'] == 'fedavg'
+    site_rows = {s: pd.read_csv(run.path / 'sites' / s / 'logs_validation.csv').set_index('epoch').loc[finished.best_epoch] for s in 'ab'}
+    for s, row in site_rows.items():
+        assert finished.sites[s]['dice'] == pytest.approx(row.dice, abs=1e-12)
+    assert {s: finished.sites[s]['subjects'] for s in 'ab'} == {'a': 2, 'b': 1}
+    table = finished.site_table()
+    assert table.loc['weighted', 'dice'] == pytest.approx((2 * site_rows['a'].dice + site_rows['b'].dice) / 3, abs=1e-9)
+    assert table.loc['weighted', 'subjects'] == 3
+    assert finished.summary().loc['site a dice', 'value'] == round(site_rows['a'].dice, 4)
+    assert (run.path / 'training_curves.png').stat().st_size > 1000 and run.logs('training').seconds.gt(0).all()
+    again = train_federated(cfg, cpus=1)                       # finished: said at once, nothing trained (no Ray)
+    assert 'already trained 2 round(s)' in capsys.readouterr().out and again.best == finished.best
+    assert [e['event'] for e in run.events()].count('start') == 2
+
+
 def test_weighted_mean_of_sites_equals_pooled_per_subject_metric(federation):
-    cfg, run, _, _ = federation
+    cfg, run, _, _, _ = federation
     subjects = site_subjects(cfg)
     table = evaluate(run.path, subjects).set_index('site')
     assert table.subjects.tolist() == [4, 2, 6]

@@ -59,12 +59,13 @@ def _missing_inputs(project: Path, run: Path, tmp: Path) -> dict:
         'cam': ({'run': str(run), 'data_csv': str(csv), 'output_dir': str(tmp / 'maps')}, f'FileNotFoundError: data CSV not found: {csv}'),
         'export': ({}, 'RunError: run folder not found: ../runs/train_seg2d'),   # as the parameter gave it
         'prepare': ({}, 'FileNotFoundError: ../shared/data/dicom/dcm_qa_deident: no such file or folder'),
+        'federated': ({}, f'FileNotFoundError: data CSV not found: {project / "runs/sample_data/seg2d/data.csv"} (set data_csv to the manifest)'),
         'histology': ({'slide': str(tmp / 'not_yet' / 'slide.svs'), 'labels': str(tmp / 'not_yet' / 'labels.png')},
                       f'FileNotFoundError: slide not found: {tmp / "not_yet" / "slide.svs"}'),
     }
 
 
-@pytest.mark.parametrize('name', ['train', 'kfold', 'infer', 'cam', 'export', 'prepare', 'histology'])
+@pytest.mark.parametrize('name', ['train', 'kfold', 'infer', 'cam', 'export', 'prepare', 'histology', 'federated'])
 def test_a_missing_input_fails_a_papermill_run_with_the_short_message(name, trained, tmp_path):
     "Each template on a fresh clone, headless, with its data not there: the run fails, saying which file and nothing more."
     project = fresh_clone(tmp_path)
@@ -134,6 +135,20 @@ def test_the_kfold_panel_appears_when_its_yaml_is_not_there(tmp_path, monkeypatc
     assert f'config file not found: {tmp_path / "configs/nowhere.yaml"}' in config.note.value and config.widget.layout.border == RED
     assert '(not found)' in panel.controls['data_csv'].where.value
     assert (panel.values['testing'], panel.values['validation']) == (1, -5)   # the config's defaults meanwhile
+
+
+def test_the_federated_panel_appears_and_its_sites_tab_says_the_csv_is_not_there(tmp_path):
+    "federated.ipynb's panel on a fresh clone: built, the missing CSV said by its field and in the sites tab; make_sample_data(sites=3) fills it."
+    project = fresh_clone(tmp_path)
+    yaml = project / 'templates' / 'configs' / 'federated_sample.yaml'
+    panel = medlab.federated_panel(medlab.load_config(yaml), source=yaml)
+    missing = project / 'runs' / 'sample_data' / 'seg2d' / 'data.csv'
+    sites = panel.tabs.children[panel.tabs.titles.index('sites')]
+    assert f'data CSV not found: {missing}' in sites.children[1].value and f'data CSV not found: {missing}' in panel.controls['data_csv'].note.value
+    medlab.make_sample_data(missing.parent, n_subjects=12, size=32, sites=3)   # what `make demo` writes
+    sites.children[0].click()                                                # Read again
+    assert '3 sites, 12 subjects' in sites.children[1].value, sites.children[1].value
+    assert not (project / 'runs' / 'federated_seg2d').exists()
 
 
 # -- labels ----------------------------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def lab(tmp_path):
     import medlab
     work = tmp_path / 'work'
     (work / 'configs').mkdir(parents=True)
-    for name in ('train', 'infer', 'kfold', 'cam', 'export', 'prepare'): shutil.copy(TEMPLATES / f'{name}.ipynb', work / f'{name}.ipynb')
+    for name in ('train', 'infer', 'kfold', 'cam', 'export', 'prepare', 'federated'): shutil.copy(TEMPLATES / f'{name}.ipynb', work / f'{name}.ipynb')
     (work / 'configs' / 'seg2d_sample.yaml').write_text(YAML)   # the template's default `config` path
     medlab.make_sample_data(work / 'data', n_subjects=8, size=64)
     with jupyterlab(work, tmp_path) as base: yield base, work
@@ -451,3 +451,40 @@ def test_prepare_template_panel_in_jupyterlab(lab, tmp_path):
         except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
         expect(page.locator('.medlab-output img')).to_have_count(1, timeout=60_000)
         assert len(list((work / 'prepared' / 'anonymized').rglob('*.dcm'))) == 196
+
+
+FEDERATED_YAML = """\
+# a tiny federation of three sites for the browser test: paths resolve against this file's folder
+data_csv: ../sites/data.csv
+output_dir: ../federation
+model: {dimension: 2, class_list: [0, 1, 2], base_filters: 4}
+patch_size: [32, 32]
+batch_size: 4
+q_samples_per_volume: 1
+nested_training: {testing: 1, validation: -3}
+export: {enabled: false}
+federated: {rounds: 2, local_steps: 1}
+"""
+
+def test_federated_template_panel_in_jupyterlab(lab, tmp_path):
+    "The federated panel shows each site's subjects in its sites tab; Run trains two rounds with the per-site table live."
+    base, work = lab
+    import medlab
+    pytest.importorskip('flwr')
+    (work / 'configs' / 'federated_sample.yaml').write_text(FEDERATED_YAML)   # the template's default `config` path
+    medlab.make_sample_data(work / 'sites', n_subjects=9, size=32, sites=3)
+    with _page(tmp_path, 1400) as page:
+        _open_and_run_all(page, base, 'federated.ipynb')
+        try: expect(page.locator('.lm-TabBar-tab').filter(has_text=re.compile(r'^\s*sites\s*$'))).to_be_visible(timeout=90_000)
+        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        _tab(page, 'sites')
+        expect(page.locator('.medlab-sites')).to_contain_text('3 sites, 9 subjects')
+        page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
+        try: expect(page.locator('.medlab-rounds')).to_contain_text('weighted', timeout=240_000)   # after round 1
+        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        expect(page.locator('.medlab-rounds')).to_contain_text('site_c')
+        expect(page.locator('.medlab-message')).to_contain_text('Finished: 2 round(s)', timeout=240_000)
+        expect(page.locator('.medlab-output')).to_contain_text('best round')
+        _shot(page, 'federated_panel')
+    metrics = _json_file(work / 'federation' / 'metrics.json')
+    assert metrics['epochs_run'] == 2 and sorted(metrics['sites']) == ['site_a', 'site_b', 'site_c'], metrics

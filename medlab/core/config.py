@@ -27,9 +27,9 @@ from .utils import Strict, closest, did_you_mean, write_text_atomic
 # %% auto #0
 __all__ = ['STRATEGIES', 'registered', 'ModelConfig', 'check_option', 'OptimizerConfig', 'SchedulerConfig',
            'NestedTrainingConfig', 'DataFilesConfig', 'InferenceConfig', 'PatchSamplerConfig', 'ExportConfig',
-           'TrackingConfig', 'FederatedConfig', 'DifferentialPrivacyConfig', 'MedlabConfig', 'ConfigError',
-           'format_errors', 'ConfigLoader', 'config_from_dict', 'load_config', 'update_config', 'config_to_yaml',
-           'save_config']
+           'TrackingConfig', 'FederatedConfig', 'sites_from_data_csv', 'DifferentialPrivacyConfig', 'MedlabConfig',
+           'ConfigError', 'format_errors', 'ConfigLoader', 'config_from_dict', 'load_config', 'update_config',
+           'config_to_yaml', 'save_config']
 
 # %% ../../nbs/01_config.ipynb #3dd3928e
 def registered(registry: str) -> AfterValidator:
@@ -254,6 +254,7 @@ class FederatedConfig(Strict):
     min_sites: int = Field(2, ge=1, description='fewest sites a round needs')
     evaluate_every: int = Field(1, ge=1, description='score the global model on each site every this many rounds')
     site_column: str = Field('Site', min_length=1, description="the manifest column naming each subject's site")
+    sites: dict[str, str] | None = Field(None, description='or a manifest CSV per site: {site name: CSV}')
 
     @model_validator(mode='after')
     def _prox_has_mu(self):
@@ -261,6 +262,15 @@ class FederatedConfig(Strict):
             raise ValueError('federated.proximal_mu: fedprox needs a pull towards the global model above 0 (e.g. 0.01); '
                              'with 0 it is fedavg')
         return self
+
+# %% ../../nbs/01_config.ipynb #822c248a
+_SPLIT_KEYS = {'training', 'validation', 'testing'}
+
+def sites_from_data_csv(raw):
+    "A raw config whose `data_csv` is a CSV per site (beside a `federated:` block) with them moved to `federated.sites`."
+    csv, fed = (raw.get('data_csv'), raw.get('federated')) if isinstance(raw, dict) else (None, None)
+    if not (isinstance(csv, dict) and isinstance(fed, dict) and csv and not set(csv) <= _SPLIT_KEYS): return raw
+    return {**raw, 'data_csv': None, 'federated': {**fed, 'sites': csv}}
 
 # %% ../../nbs/01_config.ipynb #5a5bb51c
 class DifferentialPrivacyConfig(Strict):
@@ -395,6 +405,7 @@ class MedlabConfig(Strict):
     def _metric_names(cls, v):  # GaNDLF also writes metrics as a mapping of name to settings
         return list(v) if isinstance(v, dict) else v
 
+    _sites_in_data_csv = model_validator(mode='before')(sites_from_data_csv)
     _check_options = model_validator(mode='after')(_options_known)
     _check_task = model_validator(mode='after')(_task_agrees)
     _check_devices = model_validator(mode='after')(_one_device_unless_torchrun)
@@ -512,13 +523,16 @@ def _resolve(path: str, base: Path) -> str:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 def _resolve_paths(raw: dict, base: Path) -> dict:
-    "Make `data_csv` and `output_dir` in a raw config absolute against `base`."
+    "Make `data_csv`, `output_dir` and `federated.sites` in a raw config absolute against `base`."
     raw = dict(raw)
     csv = raw.get('data_csv')
     if isinstance(csv, str): raw['data_csv'] = _resolve(csv, base)
     elif isinstance(csv, dict):
         raw['data_csv'] = {k: _resolve(v, base) if isinstance(v, str) else v for k, v in csv.items()}
     if isinstance(raw.get('output_dir'), str): raw['output_dir'] = _resolve(raw['output_dir'], base)
+    fed = raw.get('federated')
+    if isinstance(fed, dict) and isinstance(fed.get('sites'), dict):
+        raw['federated'] = {**fed, 'sites': {k: _resolve(v, base) if isinstance(v, str) else v for k, v in fed['sites'].items()}}
     return raw
 
 def config_from_dict(raw: dict,                 # parsed YAML

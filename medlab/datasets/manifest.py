@@ -69,7 +69,7 @@ def _channel(absolute, cell: str, row: dict) -> str:
 def _column_problems(columns: list[str], target: bool, extra: tuple[str, ...], images: bool = True) -> list[str]:
     "Unknown, missing or out-of-order columns."
     problems = []
-    known = ['SubjectID', 'Label', 'ValueToPredict', 'PatientID', *PATCH_COLUMNS, *extra]
+    known = ['SubjectID', 'Label', 'ValueToPredict', 'PatientID', 'Site', *PATCH_COLUMNS, *extra]   # Site: pooled here, a site in a federation
     channels = sorted(int(m.group(1)) for c in columns if (m := _CHANNEL.match(c)))
     for c in columns:
         if c not in known and not _CHANNEL.match(c):

@@ -49,7 +49,8 @@ def make_sample_data(folder: str | Path,      # where to write the images, masks
                      size: int | None = None,  # voxels per side; 96 in 2D, 48 in 3D when None
                      num_channels: int = 1,
                      seed: int = 0,
-                     task: str = 'segmentation'  # or 'classification' (one blob vs three to five), 'regression' (blob count)
+                     task: str = 'segmentation', # or 'classification' (one blob vs three to five), 'regression' (blob count)
+                     sites: int = 0              # > 0: a `Site` column, subjects dealt in turn to site_a, site_b, ... (federated runs)
                     ) -> Path:
     "Write a blob dataset and its manifest; returns the CSV's path."
     folder = Path(folder)
@@ -73,6 +74,7 @@ def make_sample_data(folder: str | Path,      # where to write the images, masks
             write_image(mask, folder / 'images' / f'{sid}_mask.nii.gz', reference)
             row['Label'] = f'images/{sid}_mask.nii.gz'
         else: row['ValueToPredict'] = int(count > 1) if task == 'classification' else count
+        if sites: row['Site'] = f'site_{chr(ord("a") + i % sites)}'
         rows.append(row)
     csv = folder / 'data.csv'
     write_text_atomic(csv, pd.DataFrame(rows).to_csv(index=False))

@@ -20,7 +20,7 @@ import torch
 from fastcore.basics import patch
 
 from ..core.errors import MedlabError
-from ..core.config import MedlabConfig, load_config
+from ..core.config import FederatedConfig, MedlabConfig, load_config
 from ..datasets.split import Split
 from ..core.utils import atomic_path, write_json_atomic, write_text_atomic
 
@@ -160,10 +160,12 @@ def portable_path(path: str, folder: str | Path) -> str:
     return Path(os.path.relpath(target, folder)).as_posix()
 
 def portable_config(config: dict, folder: str | Path) -> dict:
-    "A config dump (`model_dump(mode='json')`) with `data_csv` relative to the run `folder` and `output_dir` '.'."
+    "A config dump (`model_dump(mode='json')`) with `data_csv` (and `federated.sites`) relative to the run `folder` and `output_dir` '.'."
     out, csv = dict(config), config.get('data_csv')
     if isinstance(csv, str): out['data_csv'] = portable_path(csv, folder)
     elif isinstance(csv, dict): out['data_csv'] = {k: portable_path(v, folder) if isinstance(v, str) else v for k, v in csv.items()}
+    if isinstance(fed := config.get('federated'), dict) and isinstance(fed.get('sites'), dict):
+        out['federated'] = {**fed, 'sites': {k: portable_path(v, folder) for k, v in fed['sites'].items()}}
     if config.get('output_dir'): out['output_dir'] = '.'
     return out
 
@@ -308,14 +310,23 @@ def log_event(self: RunFolder, event: str, at: float | None = None, **fields):
     with open(self.path / self.events_file, 'a') as f: f.write(line + '\n')  # a crash loses at most this line
 
 # %% ../../nbs/10a_run.ipynb #9f63d3c6
-KEEP_ON_RESUME = {'num_epochs', 'patience', 'verbose', 'q_verbose', 'q_num_workers', 'export', 'tracking'}
+KEEP_ON_RESUME = {'num_epochs', 'patience', 'verbose', 'q_verbose', 'q_num_workers', 'export', 'tracking', 'federated.rounds'}
+
+def _kept(config: dict) -> dict:
+    "`config` without what a resumed run may change (KEEP_ON_RESUME; 'a.b' is key b of block a)."
+    out = {k: v for k, v in config.items() if k not in KEEP_ON_RESUME}
+    for key in (k for k in KEEP_ON_RESUME if '.' in k):
+        block, name = key.split('.')
+        if isinstance(out.get(block), dict): out[block] = {k: v for k, v in out[block].items() if k != name}
+    return out
 
 def config_differences(cfg: MedlabConfig, saved: dict) -> list[str]:
     "Keys in which `cfg` differs from a saved config (a dict), apart from those a resumed run may change; paths compare as seen from each run folder."
     mine = cfg.model_dump(mode='json')
     if mine.get('output_dir'): mine = portable_config(mine, mine['output_dir'])
     if saved.get('output_dir') and Path(saved['output_dir']).is_absolute(): saved = portable_config(saved, saved['output_dir'])
-    return sorted(k for k, v in mine.items() if saved.get(k) != v and k not in KEEP_ON_RESUME)
+    mine, saved = _kept(mine), _kept(saved)
+    return sorted(k for k, v in mine.items() if saved.get(k) != v)
 
 # %% ../../nbs/10a_run.ipynb #e6f59bde
 def is_run(path: str | Path) -> bool:

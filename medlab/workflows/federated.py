@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +27,14 @@ from ..datasets.split import Split, nested_folds
 from ..datasets.tasks import Task, task_of
 from ..engine.privacy import run_network
 from ..engine.run import LOG_KINDS, RunFolder
-from ..engine.training import EarlyStopping, Trainer, previous_run
+from ..engine.training import EarlyStopping, Trainer, TrainResult, plot_curves, previous_run
 from ..nets.metrics import build_metrics
-from ..nets.optim import build_optimizer, build_scheduler
+from ..nets.optim import build_optimizer, build_scheduler, per_batch, step_scheduler
 
 # %% auto #0
-__all__ = ['FederationError', 'site_subjects', 'site_splits', 'check_sites', 'SiteClient', 'weighted_mean', 'build_strategy',
-           'client_app', 'GlobalModel', 'run_rounds', 'simulate', 'train_federated', 'evaluate']
+__all__ = ['ENGINES', 'FederationError', 'site_subjects', 'site_splits', 'check_sites', 'SiteClient', 'weighted_mean',
+           'build_strategy', 'client_app', 'round_line', 'FederatedResult', 'GlobalModel', 'run_rounds', 'simulate',
+           'train_federated', 'evaluate']
 
 # %% ../../nbs/21_federated.ipynb #07969789
 class FederationError(MedlabError, ValueError):
@@ -49,21 +52,37 @@ def _crossing(table: pd.DataFrame, sites: pd.Series, column: str) -> list[str]:
                 lines.append(f"{key} '{value}' is at site '{a}' and at site '{b}'")
     return lines
 
-def site_subjects(cfg: MedlabConfig) -> dict[str, list[Subject]]:
-    "Each site's subjects from the manifest's site column, sites in name order; refused when a subject or patient is at two sites."
+def _site_table(cfg: MedlabConfig) -> tuple[pd.DataFrame, str]:
+    "The manifest rows with their site in `site_column`: one CSV with that column, or `federated.sites` (a CSV per site) stacked."
     column, csv = cfg.federated.site_column, cfg.data_csv
+    if cfg.federated.sites:
+        tables = []
+        for site, path in cfg.federated.sites.items():
+            table = read_table(path)
+            given = set(table[column].str.strip()) - {site, ''} if column in table.columns else set()
+            if given: raise FederationError(f"{path}: its '{column}' column says {sorted(given)[0]!r}, but federated.sites lists it as "
+                                            f"'{site}'; make them agree or drop the column")
+            tables.append(table.assign(**{column: site, '_path': path}))
+        return pd.concat(tables, ignore_index=True).fillna(''), ' + '.join(cfg.federated.sites.values())
     if not isinstance(csv, (str, Path)):
-        raise FederationError('data_csv: a federation reads one manifest with a site column; give one CSV (the '
-                              f"'{column}' column names each subject's site)")
+        raise FederationError('data_csv: a federation reads one manifest with a site column, or one CSV per site in '
+                              f"federated.sites; give one CSV (the '{column}' column names each subject's site)")
     table = read_table(csv)
     if column not in table.columns:
         raise FederationError(f"{csv}: no '{column}' column; add one naming each subject's site (or set federated.site_column)")
+    return table.assign(_path=str(csv)), str(csv)
+
+def site_subjects(cfg: MedlabConfig) -> dict[str, list[Subject]]:
+    "Each site's subjects (the manifest's site column, or a CSV per site), sites in name order; refused when a subject or patient is at two sites."
+    column = cfg.federated.site_column
+    table, csv = _site_table(cfg)
     sites = table[column].str.strip()
     if (empty := [i + 2 for i, s in enumerate(sites) if not s]):
         raise FederationError(f"{csv}: line(s) {empty[:10]} have no '{column}'; give every subject its site")
     if (lines := _crossing(table, sites, column)):
         raise FederationError(f'{csv}: ' + '; '.join(lines) + '; a subject or patient must stay at one site (fix the manifest)')
-    subjects = subjects_from_table(table, Path(csv), extra=(column,))
+    subjects = [s for path, rows in table.groupby('_path', sort=False)   # relative image paths: against their own CSV
+                for s in subjects_from_table(rows.drop(columns='_path'), Path(path), extra=(column,))]
     by_site = {}
     for s, site in zip(subjects, sites): by_site.setdefault(site, []).append(s)
     if len(by_site) < 2:
@@ -134,17 +153,33 @@ class SiteClient:
 
 # %% ../../nbs/21_federated.ipynb #372a9fd6
 @patch
+def schedule_at(self: SiteClient, server_round: int):
+    "A fresh optimizer (FedAvg's local SGD) and the schedule moved on to where the federation is: round r starts at local epoch (r-1) x local_epochs."
+    fed, t = self.cfg.federated, self.trainer
+    per_round = 1 if fed.local_steps else fed.local_epochs
+    t.optimizer = build_optimizer(t.model.parameters(), self.cfg.learning_rate, self.cfg.optimizer)
+    t.scheduler = build_scheduler(t.optimizer, self.cfg.scheduler, self.cfg.learning_rate, fed.rounds * per_round)
+    if not isinstance(t.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):   # a plateau has no replay: it starts again each round
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', UserWarning)   # 'scheduler.step() before optimizer.step()': no step is due here
+            for _ in range((server_round - 1) * per_round * (len(t.queue) if per_batch(self.cfg.scheduler) else 1)): t.scheduler.step()
+    t.learning_rate = t.optimizer.param_groups[0]['lr']
+
+@patch
 def local_training(self: SiteClient, server_round: int, mu: float) -> list[dict]:
     "The round's local epochs (or `local_steps`) with the trainer's own `train_epoch`: one log row per epoch."
     fed, t = self.cfg.federated, self.trainer
-    t.optimizer = build_optimizer(t.model.parameters(), self.cfg.learning_rate, self.cfg.optimizer)  # fresh each round: FedAvg's local SGD
-    t.scheduler = build_scheduler(t.optimizer, self.cfg.scheduler, self.cfg.learning_rate, fed.rounds * fed.local_epochs)
-    t.learning_rate, loss_fn, queue = self.cfg.learning_rate, t.loss_fn, t.queue
+    loss_fn, queue = t.loss_fn, t.queue
     if mu > 0: t.loss_fn = _Proximal(loss_fn, t.model, mu)
     if fed.local_steps: t.queue = _Steps(queue, fed.local_steps)
+    self.schedule_at(server_round)
+    rows = []
     try:
         epochs = [server_round] if fed.local_steps else range((server_round - 1) * fed.local_epochs + 1, server_round * fed.local_epochs + 1)
-        return [t.train_epoch(e) for e in epochs]
+        for e in epochs:
+            rows.append(t.train_epoch(e))
+            if not per_batch(self.cfg.scheduler): step_scheduler(t.scheduler, rows[-1]['loss'])   # a plateau reads the training loss here
+        return rows
     finally: t.loss_fn, t.queue = loss_fn, queue
 
 @patch
@@ -188,11 +223,12 @@ def client_app(cfg: MedlabConfig, splits: dict[str, Split], folder: str | Path):
     "Flower's `ClientApp`: node `partition-id` i is the i-th site, and opens only that site's subjects."
     from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict   # optional extra
     from flwr.clientapp import ClientApp   # optional extra
-    app, sites = ClientApp(), list(splits)
+    app, sites, clients = ClientApp(), list(splits), {}
 
-    def client(context) -> SiteClient:
+    def client(context) -> SiteClient:   # built once per site and process: its model, patch queue and checks are reused each round
         site = sites[int(context.node_config['partition-id'])]
-        return SiteClient(cfg, site, splits[site], Path(folder) / 'sites' / site)
+        if site not in clients: clients[site] = SiteClient(cfg, site, splits[site], Path(folder) / 'sites' / site)
+        return clients[site]
 
     def reply(msg, site, metrics, n, arrays=None) -> Message:
         records = {'metrics': MetricRecord({**metrics, 'num-examples': n}), 'site': ConfigRecord({'site': site})}
@@ -212,6 +248,37 @@ def client_app(cfg: MedlabConfig, splits: dict[str, Split], folder: str | Path):
         metrics, n = c.evaluate(msg.content['arrays'].to_torch_state_dict())
         return reply(msg, c.site, metrics, n)
     return app
+
+# %% ../../nbs/21_federated.ipynb #d5cab793
+def round_line(server_round: int, cfg: MedlabConfig, weighted: dict, scored: tuple | None) -> str:
+    "One line for a finished round: its weighted validation loss and first metric, and each site's metric."
+    head = f'round {server_round} of {cfg.federated.rounds}'
+    if not scored: return f"{head}: trained (scored every {cfg.federated.evaluate_every} rounds)"
+    metric = next((k for k in weighted if k not in ('epoch', 'loss', 'learning_rate', 'seconds')), 'loss')
+    sites = ', '.join(f'{site} {row[metric]:.3f}' for site, row in scored[0].items())
+    return f"{head}: validation loss {weighted['loss']:.3f}, {metric} {weighted[metric]:.3f} (weighted; {sites})"
+
+# %% ../../nbs/21_federated.ipynb #7cf0495b
+@dataclass
+class FederatedResult(TrainResult):
+    "A federation's result: a `TrainResult` whose epochs are rounds, with each site's validation row at the best round."
+    sites: dict = field(default_factory=dict)   # site -> its validation metrics at the best round, and its subjects
+    strategy: str = 'fedavg'
+
+    def site_table(self) -> pd.DataFrame:
+        "A row per site and the weighted mean: the best round's validation metrics."
+        rows = {**self.sites, 'weighted': {**{k: v for k, v in self.best.items() if k not in ('epoch', 'learning_rate', 'seconds')},
+                                           'subjects': sum(r.get('subjects', 0) for r in self.sites.values())}}
+        return pd.DataFrame.from_dict(rows, orient='index').drop(columns=['epoch', 'examples', 'seconds'], errors='ignore')
+
+# %% ../../nbs/21_federated.ipynb #2222f869
+@patch
+def summary(self: FederatedResult) -> pd.DataFrame:
+    "The federation as a small table: best round, rounds, time, the weighted metrics per class, then each site's first metric."
+    table = TrainResult.summary(self).rename(index={'best epoch': 'best round', 'epochs': 'rounds'})
+    for site, row in self.sites.items():
+        if self.monitor in row: table.loc[f'site {site} {self.monitor}'] = [round(float(row[self.monitor]), 4)] + [''] * (table.shape[1] - 1)
+    return table
 
 # %% ../../nbs/21_federated.ipynb #ded1daed
 class GlobalModel:
@@ -244,26 +311,56 @@ class GlobalModel:
 
 # %% ../../nbs/21_federated.ipynb #77aa079c
 @patch
-def log(self: GlobalModel, kind: str, server_round: int, per_site: dict[str, dict], counts: dict[str, int]):
+def log(self: GlobalModel, kind: str, server_round: int, per_site: dict[str, dict], counts: dict[str, int], seconds: float = 0.0):
     "Write round `server_round`'s rows: each site's into `sites/<site>/logs_{kind}.csv`, their weighted mean into `logs_{kind}.csv`."
     for site, row in per_site.items():
         rows = self.site_logs.setdefault((site, kind), [])
         rows.append({'epoch': server_round, **row, 'examples': counts[site]})
-        pd.DataFrame(rows).to_csv(self.run.path / 'sites' / site / f'logs_{kind}.csv', index=False)
-    row = {'epoch': server_round, **weighted_mean(per_site, counts), 'learning_rate': self.cfg.learning_rate}
+        RunFolder(self.run.path / 'sites' / site).write_logs(kind, rows)
+    rates = [r['learning_rate'] for r in per_site.values() if 'learning_rate' in r]   # the sites' own rate (one schedule for all)
+    self.rate = rates[0] if rates else getattr(self, 'rate', self.cfg.learning_rate)
+    row = {'epoch': server_round, **weighted_mean(per_site, counts), 'learning_rate': self.rate, 'seconds': seconds}
     self.logs[kind].append(row)
     self.run.write_logs(kind, self.logs[kind])
     return row
 
 @patch
-def end_round(self: GlobalModel, server_round: int, weights: dict, trained: tuple, scored: tuple | None) -> dict:
+def end_round(self: GlobalModel, server_round: int, weights: dict, trained: tuple, scored: tuple | None,
+              seconds: tuple[float, float] = (0.0, 0.0)   # the round's training and validation wall time
+             ) -> dict:
     "Log the round; the global weights become `model_best.pt` when the weighted validation score is the best, always `model_latest.pt`."
     self.weights = {k: torch.as_tensor(np.asarray(v)).to(self.weights[k].dtype) for k, v in weights.items()}
-    train_row = self.log('training', server_round, *trained)
-    val_row = self.log('validation', server_round, *scored) if scored else {}
+    train_row = self.log('training', server_round, *trained, seconds[0])
+    val_row = self.log('validation', server_round, *scored, seconds[1]) if scored else {}
     if scored and self.stopping.step(server_round, val_row[self.stopping.monitor]): self.save('best', server_round, val_row)
     self.save('latest', server_round, val_row, with_state=True)   # last: a latest checkpoint means its round is in every file
-    return {'round': server_round, 'training': train_row, 'validation': val_row}
+    plot_curves(self.run.path)
+    return {'round': server_round, 'rounds': self.cfg.federated.rounds, 'training': train_row, 'validation': val_row,
+            'sites': scored[0] if scored else {}, 'output_dir': str(self.run.path), 'line': round_line(server_round, self.cfg, val_row, scored)}
+
+# %% ../../nbs/21_federated.ipynb #509b136f
+@patch(as_prop=True)
+def rounds_done(self: GlobalModel) -> int:
+    "The last round in the logs (0 before the first)."
+    return self.logs['training'][-1]['epoch'] if self.logs['training'] else 0
+
+@patch(as_prop=True)
+def finished(self: GlobalModel) -> bool:
+    "Every round trained, or early stopping ended the federation."
+    return self.rounds_done >= self.cfg.federated.rounds or self.stopping.should_stop
+
+@patch
+def result(self: GlobalModel, sites: dict[str, Split]) -> FederatedResult:
+    "What the federation reached so far: the best round's weighted and per-site validation rows."
+    best = self.stopping.best_epoch
+    at_best = lambda rows: next((r for r in rows if r['epoch'] == best), {})
+    per_site = {site: {**at_best(self.site_logs.get((site, 'validation'), [])), 'subjects': len(split.validation)}
+                for site, split in sites.items()}
+    seconds = sum(r.get('seconds', 0.0) for kind in LOG_KINDS for r in self.logs[kind])
+    return FederatedResult(str(self.run.path), self.stopping.monitor, best, at_best(self.logs['validation']), None,
+                           self.rounds_done, self.stopping.should_stop, self.task.name, num_epochs=self.cfg.federated.rounds,
+                           classes=[str(c) for c in self.task.scored_classes], seconds=float(seconds), sites=per_site,
+                           strategy=self.cfg.federated.strategy)
 
 # %% ../../nbs/21_federated.ipynb #6e158540
 def _per_site(replies) -> tuple[dict[str, dict], dict[str, int]]:
@@ -283,19 +380,21 @@ def run_rounds(grid, strategy, model: GlobalModel, cfg: MedlabConfig, on_round=N
     fed = cfg.federated
     arrays = ArrayRecord(model.weights)
     for r in range(model.first_round, fed.rounds + 1):
+        if model.stopping.should_stop: model.run.log_event('early_stopping', round=r - 1); return
         if stop is not None and stop.is_set(): model.run.log_event('stopped', round=r, resume_from_round=r); return
+        started = time.time()
         replies = list(grid.send_and_receive(strategy.configure_train(r, arrays, ConfigRecord({}), grid)))
         trained = _per_site(replies)
         arrays, _ = strategy.aggregate_train(r, replies)
-        scored = None
+        scored, trained_at = None, time.time()
         if r % fed.evaluate_every == 0 or r == fed.rounds:
             scored = _per_site(list(grid.send_and_receive(strategy.configure_evaluate(r, arrays, ConfigRecord({}), grid))))
-        record = model.end_round(r, arrays.to_torch_state_dict(), trained, scored)
+        record = model.end_round(r, arrays.to_torch_state_dict(), trained, scored, (trained_at - started, time.time() - trained_at))
         if on_round is not None: on_round(record)
 
 # %% ../../nbs/21_federated.ipynb #d9b06f34
 def _write_sites(run: RunFolder, splits: dict[str, Split]):
-    "The pooled split as `split.csv` (with a Site column) and each site's as `sites/<site>/split.csv`."
+    "The pooled split as `split.csv` and each site's as `sites/<site>/split.csv` (which subject is at which site)."
     for site, split in splits.items():
         (run.path / 'sites' / site).mkdir(parents=True, exist_ok=True)
         split.table().to_csv(run.path / 'sites' / site / 'split.csv', index=False)
@@ -316,15 +415,21 @@ def simulate(cfg: MedlabConfig, splits: dict[str, Split], model: GlobalModel, on
                'init_args': {'num_cpus': cpus, 'num_gpus': 0, 'include_dashboard': False, 'log_to_driver': False}}
     run_simulation(server, client_app(cfg, splits, model.run.path), num_supernodes=len(splits), backend_config=backend)
 
+# %% ../../nbs/21_federated.ipynb #921ff806
+ENGINES = {'simulation': simulate}   # name -> runner(cfg, splits, model, on_round, stop, cpus)
+
 # %% ../../nbs/21_federated.ipynb #bee213ca
 def train_federated(cfg: MedlabConfig,          # the run's config, with a `federated:` block
                     resume: bool = True,        # continue a stopped federation from its last finished round
-                    on_round=None,              # called after each round with {'round', 'training', 'validation'}
+                    on_round=None,              # called after each round with {'round', 'rounds', 'training', 'validation', 'sites', 'line'}
                     stop: threading.Event | None = None,  # set it to end after the current round (it resumes later)
-                    cpus: int = 2               # CPUs Ray may use (one per site training at once)
-                   ) -> RunFolder:
-    "Train one model across the manifest's sites in Flower's simulation; the run folder of the global model."
+                    cpus: int = 2,              # CPUs Ray may use (one per site training at once)
+                    say: bool = True,           # print a line per round (the panel shows its own)
+                    engine: str = 'simulation'  # simulation (Flower's, on Ray) or deployment (a SuperLink and a SuperNode per site on this machine)
+                   ) -> FederatedResult:
+    "Train one model across the sites in Flower's simulation; the global model's result (its run folder is `output_dir`)."
     if cfg.federated is None: raise FederationError('federated: the config has no federated block; add one (rounds, local_epochs, strategy)')
+    if engine not in ENGINES: raise FederationError(f"engine: '{engine}' is not one of {', '.join(ENGINES)}")
     cfg = config_from_dict(cfg.model_dump(mode='json'), 'config')
     task, run = task_of(cfg), RunFolder(cfg.output_dir)
     splits = site_splits(cfg, task)      # every refusal before any work
@@ -333,15 +438,30 @@ def train_federated(cfg: MedlabConfig,          # the run's config, with a `fede
     run.check_writable()
     latest = previous_run(run, cfg, resume)   # the same resume rule as an ordinary run
     with run.hold():
+        model = GlobalModel(cfg, task, run, latest)
+        if model.finished: return _finish(model, splits, f'{run.path}: already trained {model.rounds_done} round(s); raise '
+                                                         'federated.rounds to train more, or give resume=False to start over')
         run.prepare(fresh=not resume)
         run.write_config(cfg)
         _write_sites(run, splits)
-        model = GlobalModel(cfg, task, run, latest)
         run.log_event('start', task=task.name, federated=True, resumed_from_round=latest['epoch'] if latest else None,
                       sites={s: {k: len(v) for k, v in sp.items()} for s, sp in splits.items()})
-        simulate(cfg, splits, model, on_round, stop, cpus)
-        if run.has('latest') and run.checkpoint('latest')['epoch'] == cfg.federated.rounds: run.log_event('finished')
-    return run
+        def each_round(record):
+            if say: print(record['line'], flush=True)
+            if on_round is not None: on_round(record)
+        ENGINES[engine](cfg, splits, model, each_round, stop, cpus)
+        return _finish(model, splits)
+
+def _finish(model: GlobalModel, splits: dict[str, Split], line: str | None = None) -> FederatedResult:
+    "The federation's result; when it is finished, `metrics.json` and the 'finished' event (`line`: it was finished before)."
+    result, run = model.result(splits), model.run
+    if line: print(line, flush=True)
+    if not model.finished:
+        result.stopped, result.stopped_at = True, f'stopped after round {model.rounds_done} of {model.cfg.federated.rounds}; run again to resume'
+    elif line is None or not (run.path / run.metrics_file).is_file():   # trained now, or killed before metrics.json
+        run.write_metrics(result.record())
+        run.log_event('finished', best_round=result.best_epoch, stopped_early=result.stopped_early)
+    return result
 
 # %% ../../nbs/21_federated.ipynb #301283ef
 def evaluate(run: str | Path | RunFolder,                # a run folder (federated or not)
