@@ -172,6 +172,22 @@ def test_simulation_trains_stops_resumes_and_predicts(federation):
     assert all(torch.equal(v, run.checkpoint('best')['model'][k]) for k, v in predictor.model.state_dict().items())
 
 
+def test_deployment_on_loopback_is_the_same_run_and_leaves_no_process(federation, tmp_path):
+    "A SuperLink and two SuperNodes on 127.0.0.1 (real processes) train the simulation's federation to the same logs."
+    import psutil
+    cfg, run, _, _, _ = federation
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    result = train_federated(cfg.model_copy(update={'output_dir': str(tmp_path / 'deployed')}), engine='deployment')
+    deployed = RunFolder(result.output_dir)
+    assert result.epochs_run == 2 and deployed.checkpoint('latest')['epoch'] == 2 and deployed.metrics()['sites'].keys() == {'a', 'b'}
+    for kind in ('training', 'validation'):                         # the same rounds as Flower's simulation of this config
+        ours, simulated = deployed.logs(kind), run.logs(kind)
+        assert np.allclose(ours.loss, simulated.loss, atol=1e-6), (ours.loss.tolist(), simulated.loss.tolist())
+    assert {site: len(list((deployed.path / 'sites' / site).glob('logs_*.csv'))) for site in 'ab'} == {'a': 2, 'b': 2}
+    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    assert not left, [(p.pid, p.cmdline()[:3]) for p in left]
+
+
 def test_the_result_is_a_run_result_with_sites(federation, capsys):
     cfg, run, _, _, (stopped, finished) = federation
     assert stopped.stopped and stopped.stopped_at == 'stopped after round 1 of 2; run again to resume' and stopped.sites['a']['epoch'] == 1
@@ -202,6 +218,32 @@ def test_weighted_mean_of_sites_equals_pooled_per_subject_metric(federation):
         assert abs(table.loc['pooled', metric] - everyone.loc['all', metric]) < 1e-6
     assert abs(table.loc['a', 'loss'] - table.loc['b', 'loss']) > 1e-6   # the sites differ: the weighting is tested
     assert table.equals(evaluate(run.path, cfg.data_csv).set_index('site'))  # a manifest with a Site column: the same
+
+
+def test_differential_privacy_at_a_site_goes_on_across_rounds_and_processes(tmp_path):
+    "DP-SGD inside rounds: each round's steps join the site's accountant, kept in sites/<site>/privacy.json for the next process."
+    from opacus.accountants import RDPAccountant
+    from medlab.workflows.federated import GlobalModel
+    cfg = sited(tmp_path, list('aaaabb'), federated={'rounds': 3, 'local_steps': 2},
+                differential_privacy={'noise_multiplier': 1.5, 'max_grad_norm': 1.0, 'delta': 1e-5})
+    splits = site_splits(cfg, tasks.task_of(cfg))
+    folder = tmp_path / 'run' / 'sites' / 'a'
+    client = SiteClient(cfg, 'a', splits['a'], folder)
+    weights = client.get_weights()
+    assert not any('running_mean' in k for k in weights)                       # batch norm swapped for group norm (Opacus)
+    eps = [client.train(weights, r)[2]['epsilon'] for r in (1, 2)]
+    again = SiteClient(cfg, 'a', splits['a'], folder)                            # round 3 in a new client, as a deployed site's next message
+    eps.append(again.train(weights, 3)[2]['epsilon'])
+    q = 1 / cfg.federated.local_steps   # the sample rate: one batch of a round's local_steps
+    for steps, got in zip((2, 4, 6), eps):
+        accountant = RDPAccountant()
+        accountant.history = [(1.5, q, steps)]
+        assert got == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-9), (steps, got)
+    assert eps[0] < eps[1] < eps[2]
+    # the server: every site's last epsilon, and the largest as the federation's
+    model = GlobalModel(cfg, tasks.task_of(cfg), RunFolder(tmp_path / 'run'))
+    model.site_logs = {('a', 'training'): [{'epoch': 3, 'epsilon': eps[2]}], ('b', 'training'): [{'epoch': 3, 'epsilon': 0.5}]}
+    assert model.privacy_spent(['a', 'b']) == {'epsilon': eps[2], 'delta': 1e-5, 'sites': {'a': eps[2], 'b': 0.5}}
 
 
 def test_strategies_and_the_fedprox_pull(tmp_path):

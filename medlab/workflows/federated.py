@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass, field
 import tempfile
 import threading
@@ -21,11 +22,12 @@ from fastcore.basics import patch
 import medlab
 from ..core.config import FederatedConfig, MedlabConfig, config_from_dict
 from ..core.errors import MedlabError
-from ..core.utils import seed_everything
+from ..core.utils import seed_everything, write_json_atomic
 from ..datasets.manifest import DataError, Subject, check_subjects, read_table, subjects_from_table
 from ..datasets.split import Split, nested_folds
 from ..datasets.tasks import Task, task_of
-from ..engine.privacy import run_network
+from ..engine.loopback import Loopback
+from ..engine.privacy import DifferentialPrivacy, run_network
 from ..engine.run import LOG_KINDS, RunFolder
 from ..engine.training import EarlyStopping, Trainer, TrainResult, plot_curves, previous_run
 from ..nets.metrics import build_metrics
@@ -33,8 +35,8 @@ from ..nets.optim import build_optimizer, build_scheduler, per_batch, step_sched
 
 # %% auto #0
 __all__ = ['ENGINES', 'FederationError', 'site_subjects', 'site_splits', 'check_sites', 'SiteClient', 'weighted_mean',
-           'build_strategy', 'client_app', 'round_line', 'FederatedResult', 'GlobalModel', 'run_rounds', 'simulate',
-           'train_federated', 'evaluate']
+           'build_strategy', 'serve_sites', 'client_app', 'client_from_run', 'round_line', 'FederatedResult',
+           'GlobalModel', 'run_rounds', 'simulate', 'deploy', 'train_federated', 'evaluate']
 
 # %% ../../nbs/21_federated.ipynb #07969789
 class FederationError(MedlabError, ValueError):
@@ -135,7 +137,11 @@ class SiteClient:
                  device: torch.device | None = None):
         self.cfg, self.site, self.split, self.task = cfg, site, split, task_of(cfg)
         Path(folder).mkdir(parents=True, exist_ok=True)
-        self.trainer = Trainer(cfg, split, self.task, RunFolder(folder), device or torch.device('cpu'))
+        epochs = cfg.federated.rounds * (1 if cfg.federated.local_steps else cfg.federated.local_epochs)   # the federation's epochs
+        self.trainer = Trainer(cfg.model_copy(update={'num_epochs': epochs}), split, self.task, RunFolder(folder), device or torch.device('cpu'))
+        self.privacy = DifferentialPrivacy(cfg.differential_privacy) if cfg.differential_privacy else None
+        self.privacy_file = Path(folder) / 'privacy.json'   # the site's accountant: a deployed site's next message is a new process
+        if self.privacy and self.privacy_file.is_file(): self.privacy.load_state_dict(json.loads(self.privacy_file.read_text()))
 
     @property
     def examples(self) -> int:
@@ -173,14 +179,20 @@ def local_training(self: SiteClient, server_round: int, mu: float) -> list[dict]
     if mu > 0: t.loss_fn = _Proximal(loss_fn, t.model, mu)
     if fed.local_steps: t.queue = _Steps(queue, fed.local_steps)
     self.schedule_at(server_round)
+    if self.privacy: t.callbacks = [self.privacy]; self.privacy.on_fit_start(t)   # DP-SGD on this round's optimizer
     rows = []
     try:
         epochs = [server_round] if fed.local_steps else range((server_round - 1) * fed.local_epochs + 1, server_round * fed.local_epochs + 1)
         for e in epochs:
             rows.append(t.train_epoch(e))
             if not per_batch(self.cfg.scheduler): step_scheduler(t.scheduler, rows[-1]['loss'])   # a plateau reads the training loss here
+        if self.privacy: rows[-1]['epsilon'] = self.privacy.spent()['epsilon']
         return rows
-    finally: t.loss_fn, t.queue = loss_fn, queue
+    finally:
+        t.loss_fn, t.queue = loss_fn, queue
+        if self.privacy:
+            self.privacy.teardown(t); t.callbacks = []
+            write_json_atomic(self.privacy_file, self.privacy.state_dict())
 
 @patch
 def train(self: SiteClient, weights: dict, server_round: int, mu: float = 0.0) -> tuple[dict, int, dict]:
@@ -219,16 +231,9 @@ def build_strategy(cfg: MedlabConfig, n_sites: int):
     return {'fedavg': fs.FedAvg, 'fedmedian': fs.FedMedian}[fed.strategy](**common)
 
 # %% ../../nbs/21_federated.ipynb #5c20d4c6
-def client_app(cfg: MedlabConfig, splits: dict[str, Split], folder: str | Path):
-    "Flower's `ClientApp`: node `partition-id` i is the i-th site, and opens only that site's subjects."
+def serve_sites(app, client_of):
+    "Give Flower's `ClientApp` `app` its train and evaluate handlers, each on the `SiteClient` that `client_of(context)` returns."
     from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict   # optional extra
-    from flwr.clientapp import ClientApp   # optional extra
-    app, sites, clients = ClientApp(), list(splits), {}
-
-    def client(context) -> SiteClient:   # built once per site and process: its model, patch queue and checks are reused each round
-        site = sites[int(context.node_config['partition-id'])]
-        if site not in clients: clients[site] = SiteClient(cfg, site, splits[site], Path(folder) / 'sites' / site)
-        return clients[site]
 
     def reply(msg, site, metrics, n, arrays=None) -> Message:
         records = {'metrics': MetricRecord({**metrics, 'num-examples': n}), 'site': ConfigRecord({'site': site})}
@@ -237,17 +242,34 @@ def client_app(cfg: MedlabConfig, splits: dict[str, Split], folder: str | Path):
 
     @app.train()
     def train(msg: Message, context):
-        c = client(context)
+        c = client_of(context)
         mu = float(msg.content['config'].get('proximal-mu', 0.0))   # FedProx sends its mu with the round
         weights, n, metrics = c.train(msg.content['arrays'].to_torch_state_dict(), int(msg.content['config']['server-round']), mu)
         return reply(msg, c.site, metrics, n, weights)
 
     @app.evaluate()
     def evaluate(msg: Message, context):
-        c = client(context)
+        c = client_of(context)
         metrics, n = c.evaluate(msg.content['arrays'].to_torch_state_dict())
         return reply(msg, c.site, metrics, n)
     return app
+
+def client_app(cfg: MedlabConfig, splits: dict[str, Split], folder: str | Path):
+    "Flower's `ClientApp` for the simulation: node `partition-id` i is the i-th site, and opens only that site's subjects."
+    from flwr.clientapp import ClientApp   # optional extra
+    sites, clients = list(splits), {}
+
+    def client(context) -> SiteClient:   # built once per site and process: its model, patch queue and checks are reused each round
+        site = sites[int(context.node_config['partition-id'])]
+        if site not in clients: clients[site] = SiteClient(cfg, site, splits[site], Path(folder) / 'sites' / site)
+        return clients[site]
+    return serve_sites(ClientApp(), client)
+
+# %% ../../nbs/21_federated.ipynb #32ff6454
+def client_from_run(context) -> SiteClient:
+    "The `SiteClient` of the node's site (`node_config['site']`), from the run folder in `run_config['run']`."
+    run, site = RunFolder(context.run_config['run']), str(context.node_config['site'])
+    return SiteClient(run.config(), site, Split.read(run.path / 'sites' / site / 'split.csv'), run.path / 'sites' / site)
 
 # %% ../../nbs/21_federated.ipynb #d5cab793
 def round_line(server_round: int, cfg: MedlabConfig, weighted: dict, scored: tuple | None) -> str:
@@ -320,6 +342,7 @@ def log(self: GlobalModel, kind: str, server_round: int, per_site: dict[str, dic
     rates = [r['learning_rate'] for r in per_site.values() if 'learning_rate' in r]   # the sites' own rate (one schedule for all)
     self.rate = rates[0] if rates else getattr(self, 'rate', self.cfg.learning_rate)
     row = {'epoch': server_round, **weighted_mean(per_site, counts), 'learning_rate': self.rate, 'seconds': seconds}
+    if 'epsilon' in row: row['epsilon'] = max(r['epsilon'] for r in per_site.values())   # privacy: the weakest site's guarantee
     self.logs[kind].append(row)
     self.run.write_logs(kind, self.logs[kind])
     return row
@@ -360,7 +383,14 @@ def result(self: GlobalModel, sites: dict[str, Split]) -> FederatedResult:
     return FederatedResult(str(self.run.path), self.stopping.monitor, best, at_best(self.logs['validation']), None,
                            self.rounds_done, self.stopping.should_stop, self.task.name, num_epochs=self.cfg.federated.rounds,
                            classes=[str(c) for c in self.task.scored_classes], seconds=float(seconds), sites=per_site,
-                           strategy=self.cfg.federated.strategy)
+                           strategy=self.cfg.federated.strategy, privacy=self.privacy_spent(sites))
+
+@patch
+def privacy_spent(self: GlobalModel, sites) -> dict | None:
+    "DP: each site's epsilon after its last round, and the largest (the guarantee every site's data has), at `delta`."
+    if self.cfg.differential_privacy is None: return None
+    spent = {s: float(self.site_logs[(s, 'training')][-1].get('epsilon', 0.0)) for s in sites if self.site_logs.get((s, 'training'))}
+    return {'epsilon': max(spent.values(), default=0.0), 'delta': self.cfg.differential_privacy.delta, 'sites': spent}
 
 # %% ../../nbs/21_federated.ipynb #6e158540
 def _per_site(replies) -> tuple[dict[str, dict], dict[str, int]]:
@@ -415,8 +445,16 @@ def simulate(cfg: MedlabConfig, splits: dict[str, Split], model: GlobalModel, on
                'init_args': {'num_cpus': cpus, 'num_gpus': 0, 'include_dashboard': False, 'log_to_driver': False}}
     run_simulation(server, client_app(cfg, splits, model.run.path), num_supernodes=len(splits), backend_config=backend)
 
+# %% ../../nbs/21_federated.ipynb #833567b7
+def deploy(cfg: MedlabConfig, splits: dict[str, Split], model: GlobalModel, on_round=None, stop=None, cpus: int = 2):
+    "Run the rounds on a SuperLink and a SuperNode per site on 127.0.0.1 (`Loopback`); each site's messages run in its own processes."
+    names = list(splits)
+    with Loopback(len(names), 'medlab.workflows.federated_app:app', {'run': str(model.run.path)},
+                  node_config=lambda i: {'site': names[i]}) as grid:
+        run_rounds(grid, build_strategy(cfg, len(names)), model, cfg, on_round, stop)
+
 # %% ../../nbs/21_federated.ipynb #921ff806
-ENGINES = {'simulation': simulate}   # name -> runner(cfg, splits, model, on_round, stop, cpus)
+ENGINES = {'simulation': simulate, 'deployment': deploy}   # name -> runner(cfg, splits, model, on_round, stop, cpus)
 
 # %% ../../nbs/21_federated.ipynb #bee213ca
 def train_federated(cfg: MedlabConfig,          # the run's config, with a `federated:` block
@@ -427,7 +465,7 @@ def train_federated(cfg: MedlabConfig,          # the run's config, with a `fede
                     say: bool = True,           # print a line per round (the panel shows its own)
                     engine: str = 'simulation'  # simulation (Flower's, on Ray) or deployment (a SuperLink and a SuperNode per site on this machine)
                    ) -> FederatedResult:
-    "Train one model across the sites in Flower's simulation; the global model's result (its run folder is `output_dir`)."
+    "Train one model across the sites (Flower's simulation, or a deployment on this machine); the global model's result (its run folder is `output_dir`)."
     if cfg.federated is None: raise FederationError('federated: the config has no federated block; add one (rounds, local_epochs, strategy)')
     if engine not in ENGINES: raise FederationError(f"engine: '{engine}' is not one of {', '.join(ENGINES)}")
     cfg = config_from_dict(cfg.model_dump(mode='json'), 'config')
@@ -442,6 +480,8 @@ def train_federated(cfg: MedlabConfig,          # the run's config, with a `fede
         if model.finished: return _finish(model, splits, f'{run.path}: already trained {model.rounds_done} round(s); raise '
                                                          'federated.rounds to train more, or give resume=False to start over')
         run.prepare(fresh=not resume)
+        if latest is None:   # a federation started over: no site's accountant goes on from an earlier one
+            for f in (run.path / 'sites').glob('*/privacy.json'): f.unlink()
         run.write_config(cfg)
         _write_sites(run, splits)
         run.log_event('start', task=task.name, federated=True, resumed_from_round=latest['epoch'] if latest else None,
