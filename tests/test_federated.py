@@ -140,9 +140,9 @@ def test_no_client_opens_another_sites_files(tmp_path, monkeypatch):
 
 @pytest.fixture(scope='module')
 def federation(tmp_path_factory):
-    "A 2-site federation of 2 rounds through Flower's simulation (Ray), stopped after round 1 and resumed."
+    "A 2-site FedProx federation of 2 rounds through Flower's simulation (Ray), stopped after round 1 and resumed."
     tmp = tmp_path_factory.mktemp('federation')
-    cfg = sited(tmp, list('aaaabb'))
+    cfg = sited(tmp, list('aaaabb'), federated={'rounds': 2, 'local_steps': 1, 'strategy': 'fedprox', 'proximal_mu': 0.01})
     stop, rounds = threading.Event(), []
     def stop_after_first(record): rounds.append(record['round']); stop.set()
     stopped = train_federated(cfg, on_round=stop_after_first, stop=stop, cpus=1)
@@ -193,7 +193,7 @@ def test_the_result_is_a_run_result_with_sites(federation, capsys):
     assert stopped.stopped and stopped.stopped_at == 'stopped after round 1 of 2; run again to resume' and stopped.sites['a']['epoch'] == 1
     assert not finished.stopped and finished.epochs_run == 2 and finished.num_epochs == 2
     saved = run.metrics()                                       # metrics.json: the finished federation's record
-    assert saved['best_epoch'] == finished.best_epoch and saved['sites'].keys() == {'a', 'b'} and saved['strategy'] == 'fedavg'
+    assert saved['best_epoch'] == finished.best_epoch and saved['sites'].keys() == {'a', 'b'} and saved['strategy'] == 'fedprox'   # FedProx runs
     site_rows = {s: pd.read_csv(run.path / 'sites' / s / 'logs_validation.csv').set_index('epoch').loc[finished.best_epoch] for s in 'ab'}
     for s, row in site_rows.items():
         assert finished.sites[s]['dice'] == pytest.approx(row.dice, abs=1e-12)

@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +139,9 @@ class SiteClient:
         self.cfg, self.site, self.split, self.task = cfg, site, split, task_of(cfg)
         Path(folder).mkdir(parents=True, exist_ok=True)
         epochs = cfg.federated.rounds * (1 if cfg.federated.local_steps else cfg.federated.local_epochs)   # the federation's epochs
-        self.trainer = Trainer(cfg.model_copy(update={'num_epochs': epochs}), split, self.task, RunFolder(folder), device or torch.device('cpu'))
+        seed = (cfg.seed + zlib.crc32(site.encode())) % 2**32   # each site its own random stream (patches, augmentation)
+        self.trainer = Trainer(cfg.model_copy(update={'num_epochs': epochs, 'seed': seed}), split, self.task, RunFolder(folder),
+                               device or torch.device('cpu'))
         self.privacy = DifferentialPrivacy(cfg.differential_privacy) if cfg.differential_privacy else None
         self.privacy_file = Path(folder) / 'privacy.json'   # the site's accountant: a deployed site's next message is a new process
         if self.privacy and self.privacy_file.is_file(): self.privacy.load_state_dict(json.loads(self.privacy_file.read_text()))
@@ -393,6 +396,12 @@ def privacy_spent(self: GlobalModel, sites) -> dict | None:
     return {'epsilon': max(spent.values(), default=0.0), 'delta': self.cfg.differential_privacy.delta, 'sites': spent}
 
 # %% ../../nbs/21_federated.ipynb #6e158540
+def _in_site_order(replies) -> list:
+    "The replies sorted by site: Flower sums them in arrival order, which varies, and float sums depend on order."
+    replies = list(replies)
+    if any(m.has_error() for m in replies): return replies   # `_per_site` says which failed
+    return sorted(replies, key=lambda m: m.content['site']['site'])
+
 def _per_site(replies) -> tuple[dict[str, dict], dict[str, int]]:
     "Each reply's site -> its metrics, and site -> its examples."
     rows, counts = {}, {}
@@ -413,12 +422,12 @@ def run_rounds(grid, strategy, model: GlobalModel, cfg: MedlabConfig, on_round=N
         if model.stopping.should_stop: model.run.log_event('early_stopping', round=r - 1); return
         if stop is not None and stop.is_set(): model.run.log_event('stopped', round=r, resume_from_round=r); return
         started = time.time()
-        replies = list(grid.send_and_receive(strategy.configure_train(r, arrays, ConfigRecord({}), grid)))
+        replies = _in_site_order(grid.send_and_receive(strategy.configure_train(r, arrays, ConfigRecord({}), grid)))
         trained = _per_site(replies)
         arrays, _ = strategy.aggregate_train(r, replies)
         scored, trained_at = None, time.time()
         if r % fed.evaluate_every == 0 or r == fed.rounds:
-            scored = _per_site(list(grid.send_and_receive(strategy.configure_evaluate(r, arrays, ConfigRecord({}), grid))))
+            scored = _per_site(_in_site_order(grid.send_and_receive(strategy.configure_evaluate(r, arrays, ConfigRecord({}), grid))))
         record = model.end_round(r, arrays.to_torch_state_dict(), trained, scored, (trained_at - started, time.time() - trained_at))
         if on_round is not None: on_round(record)
 
