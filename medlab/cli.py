@@ -21,8 +21,8 @@ from .core.utils import did_you_mean, template_path
 
 # %% auto #0
 __all__ = ['SUBCOMMANDS', 'subcommand', 'anonymize', 'convert', 'construct_csv', 'split_csv', 'preprocess', 'train', 'federated',
-           'kfold', 'infer', 'cam', 'export', 'run_template', 'verify_install', 'recover_config', 'mine_patches',
-           'deidentify_slide', 'main', 'console']
+           'plan', 'kfold', 'infer', 'cam', 'export', 'run_template', 'verify_install', 'recover_config',
+           'mine_patches', 'deidentify_slide', 'main', 'console']
 
 # %% ../nbs/18_cli.ipynb #c4854994
 SUBCOMMANDS: dict[str, callable] = {}
@@ -122,6 +122,17 @@ def federated(config: Param('the YAML, with a federated block', str),
     result = medlab.train_federated(cfg, resume=not fresh, engine=engine)
     print(result.site_table().round(4).to_string())
     print(f'run folder: {result.output_dir}')
+
+@subcommand('plan')
+@call_parse
+def plan(data_csv: Param('the manifest (SubjectID, Channel_0.., Label)', str), output: Param('the YAML to write', str),
+         minutes: Param('the time budget of the planned run', float) = 15, modality: Param('CT, MR or RGB (default: guessed)', str) = None,
+         device: Param("plan for 'cpu', 'gpu' or 'auto' (this machine)", str) = 'auto',
+         debug: Param('show tracebacks', store_true) = False):
+    "Read a dataset and write a config that trains within the budget, each decided key with a comment saying why."
+    planned = medlab.plan(data_csv, output, minutes=minutes, modality=modality, device=device)
+    print(planned.yaml)
+    print(f'written: {output} (and fingerprint.json, fingerprint.png beside it)')
 
 @subcommand('kfold')
 @call_parse

@@ -22,7 +22,7 @@ def test_help_lists_every_subcommand_and_each_has_its_own():
     out = medlab_cli('--help')
     assert out.returncode == 0
     names = ['anonymize', 'convert', 'construct-csv', 'split-csv', 'preprocess', 'train', 'kfold', 'infer', 'cam', 'export', 'run',
-             'verify-install', 'recover-config', 'mine-patches', 'deidentify-slide', 'federated']
+             'verify-install', 'recover-config', 'mine-patches', 'deidentify-slide', 'federated', 'plan']
     for name in names:
         assert f'  {name} ' in out.stdout, name
         sub = medlab_cli(name, '--help')

@@ -59,13 +59,14 @@ def _missing_inputs(project: Path, run: Path, tmp: Path) -> dict:
         'cam': ({'run': str(run), 'data_csv': str(csv), 'output_dir': str(tmp / 'maps')}, f'FileNotFoundError: data CSV not found: {csv}'),
         'export': ({}, 'RunError: run folder not found: ../runs/train_seg2d'),   # as the parameter gave it
         'prepare': ({}, 'FileNotFoundError: ../shared/data/dicom/dcm_qa_deident: no such file or folder'),
+        'plan': ({}, 'data CSV not found'),
         'federated': ({}, f'FileNotFoundError: data CSV not found: {project / "runs/sample_data/seg2d/data.csv"} (set data_csv to the manifest)'),
         'histology': ({'slide': str(tmp / 'not_yet' / 'slide.svs'), 'labels': str(tmp / 'not_yet' / 'labels.png')},
                       f'FileNotFoundError: slide not found: {tmp / "not_yet" / "slide.svs"}'),
     }
 
 
-@pytest.mark.parametrize('name', ['train', 'kfold', 'infer', 'cam', 'export', 'prepare', 'histology', 'federated'])
+@pytest.mark.parametrize('name', ['train', 'kfold', 'infer', 'cam', 'export', 'prepare', 'histology', 'federated', 'plan'])
 def test_a_missing_input_fails_a_papermill_run_with_the_short_message(name, trained, tmp_path):
     "Each template on a fresh clone, headless, with its data not there: the run fails, saying which file and nothing more."
     project = fresh_clone(tmp_path)
@@ -115,6 +116,8 @@ def test_the_train_panel_says_a_missing_csv_by_its_field_and_reads_it_once_given
                       'package_dir': None, 'bundle_dir': None}, 'run'),
     ('prepare_panel', {'dicom_dir': 'shared/dicom', 'output_dir': 'runs/prepared', 'anonymize': True, 'keep_dates': False,
                        'shift_days': None, 'mapping': None}, 'dicom_dir'),
+    ('plan_panel', {'data_csv': 'runs/nowhere.csv', 'output_yaml': 'configs/planned.yaml', 'minutes': 15, 'modality': None,
+                    'device': 'auto'}, 'data_csv'),
     ('histology_panel', {'config': 'configs/histology_sample.yaml', 'slide': 'slides/nowhere.svs', 'labels': None,
                          'output_dir': 'runs/histology', 'mpp': 1.0, 'slide_mpp': None, 'max_patches': 10}, 'slide'),
 ])
@@ -123,7 +126,8 @@ def test_every_parameter_panel_appears_and_marks_its_missing_input(name, values,
     monkeypatch.chdir(tmp_path)
     panel = getattr(medlab, name)(**values)
     assert '(not found)' in panel.controls[key].where.value and panel.controls[key].widget.layout.border == RED
-    assert '(not found)' not in panel.controls['output_dir'].where.value and panel.controls['output_dir'].widget.layout.border is None
+    out = panel.controls['output_yaml' if 'output_yaml' in panel.controls else 'output_dir']   # what the work writes
+    assert '(not found)' not in out.where.value and out.widget.layout.border is None
     assert panel.message.value == '' and not panel.run_button.disabled
 
 

@@ -102,7 +102,7 @@ def lab(tmp_path):
     import medlab
     work = tmp_path / 'work'
     (work / 'configs').mkdir(parents=True)
-    for name in ('train', 'infer', 'kfold', 'cam', 'export', 'prepare', 'federated'): shutil.copy(TEMPLATES / f'{name}.ipynb', work / f'{name}.ipynb')
+    for name in ('train', 'infer', 'kfold', 'cam', 'export', 'prepare', 'federated', 'plan'): shutil.copy(TEMPLATES / f'{name}.ipynb', work / f'{name}.ipynb')
     (work / 'configs' / 'seg2d_sample.yaml').write_text(YAML)   # the template's default `config` path
     medlab.make_sample_data(work / 'data', n_subjects=8, size=64)
     with jupyterlab(work, tmp_path) as base: yield base, work
@@ -488,3 +488,25 @@ def test_federated_template_panel_in_jupyterlab(lab, tmp_path):
         _shot(page, 'federated_panel')
     metrics = _json_file(work / 'federation' / 'metrics.json')
     assert metrics['epochs_run'] == 2 and sorted(metrics['sites']) == ['site_a', 'site_b', 'site_c'], metrics
+
+
+def test_plan_template_panel_in_jupyterlab(lab, tmp_path):
+    "The plan panel reads the sample data and shows the fingerprint figure, the decisions with their reasons and the YAML."
+    base, work = lab
+    with _page(tmp_path, 1400) as page:
+        _open_and_run_all(page, base, 'plan.ipynb')
+        box = _control(page, 'data_csv').locator('input')
+        try: expect(box).to_be_visible(timeout=90_000)
+        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        _set_text(page, 'data_csv', 'data/data.csv')
+        _set_text(page, 'output_yaml', 'configs/planned.yaml')
+        _set_text(page, 'minutes', '2')
+        page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
+        try: expect(page.locator('.medlab-output')).to_contain_text('dynunet', timeout=120_000)
+        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        expect(page.locator('.medlab-output')).to_contain_text('budget: {minutes: 2')
+        expect(page.locator('.medlab-output img')).to_have_count(1)        # the fingerprint figure
+        _shot(page, 'plan_panel')
+    import medlab
+    assert medlab.load_config(work / 'configs' / 'planned.yaml').budget.minutes == 2
+    assert (work / 'configs' / 'fingerprint.json').is_file()

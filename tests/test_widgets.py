@@ -105,7 +105,7 @@ def test_the_front_ends_are_written_once():
                 and any(isinstance(n, ast.Call) and getattr(n.func, 'id', None) == 'ParameterPanel' for n in ast.walk(f))]
     assert builders == ['workflow_panel'], builders
     fronts = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name.endswith('_panel') and f.name != 'workflow_panel']
-    assert sorted(f.name for f in fronts) == ['cam_panel', 'export_panel', 'histology_panel', 'infer_panel', 'kfold_panel', 'prepare_panel']
+    assert sorted(f.name for f in fronts) == ['cam_panel', 'export_panel', 'histology_panel', 'infer_panel', 'kfold_panel', 'plan_panel', 'prepare_panel']
     assert all(f.end_lineno - f.lineno <= 20 for f in fronts), [(f.name, f.end_lineno - f.lineno) for f in fronts]
 
 

@@ -183,6 +183,7 @@ SCHEDULERS = _catalog('scheduler', {
                                        'times factor when the validation loss has not improved for patience epochs'),
     'cosineannealing': SchedulerInfo(dict(T_0=5, T_mult=1, min_lr=1e-3), False, 'cosine annealing with warm restarts every T_0 epochs'),
     'cosine': SchedulerInfo(dict(min_lr=0.0), False, 'one cosine from learning_rate to min_lr over num_epochs'),
+    'poly': SchedulerInfo(dict(power=0.9), False, "nnU-Net's: learning_rate x (1 - epoch / num_epochs) ** power"),
     'warmupcosineschedule': SchedulerInfo(dict(warmup_steps=None), False, 'linear warm-up for warmup_steps epochs (default 10 % of num_epochs), then cosine to 0 (MONAI)'),
     'linear_warmup': SchedulerInfo(dict(warmup_steps=None, start_factor=0.01), False, 'linear warm-up from start_factor * learning_rate over warmup_steps epochs (default 10 %), then constant'),
 }, aliases={'exp': 'exponential', 'reduce-on-plateau': 'reduce_on_plateau', 'plateau': 'reduce_on_plateau',

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import reprlib
 import typing
@@ -27,9 +28,9 @@ from .utils import Strict, closest, did_you_mean, write_text_atomic
 # %% auto #0
 __all__ = ['STRATEGIES', 'registered', 'ModelConfig', 'check_option', 'OptimizerConfig', 'SchedulerConfig',
            'NestedTrainingConfig', 'DataFilesConfig', 'InferenceConfig', 'PatchSamplerConfig', 'ExportConfig',
-           'TrackingConfig', 'FederatedConfig', 'sites_from_data_csv', 'DifferentialPrivacyConfig', 'MedlabConfig',
-           'ConfigError', 'format_errors', 'ConfigLoader', 'config_from_dict', 'load_config', 'update_config',
-           'config_to_yaml', 'save_config']
+           'TrackingConfig', 'BudgetConfig', 'FederatedConfig', 'sites_from_data_csv', 'DifferentialPrivacyConfig',
+           'MedlabConfig', 'ConfigError', 'format_errors', 'ConfigLoader', 'config_from_dict', 'load_config',
+           'update_config', 'config_to_yaml', 'save_config']
 
 # %% ../../nbs/01_config.ipynb #3dd3928e
 def registered(registry: str) -> AfterValidator:
@@ -54,6 +55,8 @@ class ModelConfig(Strict):
     print_summary: bool = Field(False, description="print the network's layers and parameter count")
     save_at_every_epoch: bool = Field(False, description='keep the weights of every epoch (model_epoch_N.pt): large')
     ignore_label_validation: int | None = Field(None, description='index in class_list of a class left out of validation scores')
+    strides: list[list[int]] | None = Field(None, description='dynunet: downsampling per level and axis, the first [1, 1(, 1)] (a plan writes it)')
+    kernel_sizes: list[list[int]] | None = Field(None, description='dynunet: convolution kernel per level and axis (1 where an axis is coarse)')
 
     @field_validator('class_list')
     @classmethod
@@ -68,6 +71,17 @@ class ModelConfig(Strict):
         i = self.ignore_label_validation
         if i is not None and not 0 <= i < len(self.class_list):
             raise ValueError(f'ignore_label_validation: {i} is not an index of class_list {self.class_list} (0..{len(self.class_list) - 1})')
+        return self
+
+    @model_validator(mode='after')
+    def _topology_fits(self):
+        if self.strides is None and self.kernel_sizes is None: return self
+        if self.architecture != 'dynunet': raise ValueError(f'strides and kernel_sizes set the levels of dynunet, not {self.architecture}; remove them')
+        if self.strides is None or self.kernel_sizes is None or len(self.strides) != len(self.kernel_sizes) or len(self.strides) < 2:
+            raise ValueError('give strides and kernel_sizes together, a list per level (two levels or more), as many of each')
+        if any(len(level) != self.dimension for level in self.strides + self.kernel_sizes):
+            raise ValueError(f'strides and kernel_sizes: each level needs one number per axis ({self.dimension})')
+        if any(s != 1 for s in self.strides[0]): raise ValueError(f'strides: the first level keeps the full size, [1] * {self.dimension}')
         return self
 
     @property
@@ -239,6 +253,17 @@ class TrackingConfig(Strict):
     mlflow: bool = Field(False, description='an MLflow run: params, metrics per epoch, the best model')
     experiment: str = Field('medlab', min_length=1, description='the MLflow experiment the run goes into')
 
+# %% ../../nbs/01_config.ipynb #60d81217
+class BudgetConfig(Strict):
+    "How long a run may train: minutes of wall time, or optimizer steps."
+    minutes: float | None = Field(None, gt=0, description='wall-clock minutes for training and validation')
+    max_steps: int | None = Field(None, ge=1, description='or optimizer steps in all')
+
+    @model_validator(mode='after')
+    def _one(self):
+        if (self.minutes is None) == (self.max_steps is None): raise ValueError('budget: give minutes or max_steps (one of them)')
+        return self
+
 # %% ../../nbs/01_config.ipynb #e9f15038
 STRATEGIES = ('fedavg', 'fedprox', 'fedadam', 'fedmedian')
 
@@ -319,6 +344,13 @@ def _one_device_unless_torchrun(cfg: MedlabConfig) -> MedlabConfig:
     return cfg
 
 # %% ../../nbs/01_config.ipynb #eb38fb26
+def _topology_patch(strides: list[list[int]], patch: tuple[int, ...], cfg):
+    "A patch side must be a multiple of its axis's total downsampling (the product of its strides)."
+    need = [math.prod(level[a] for level in strides) for a in range(len(patch))]
+    if any(p % n for p, n in zip(patch, need)):
+        raise ValueError(f'patch_size {list(patch)}: with model.strides each side must be a multiple of {need} (the product of its strides)')
+    return cfg
+
 def _patch_fits(cfg: MedlabConfig) -> MedlabConfig:
     "The patch fits the dimension, the network and the overlap of inference windows."
     p, d = cfg.patch_size, cfg.model.dimension
@@ -328,6 +360,7 @@ def _patch_fits(cfg: MedlabConfig) -> MedlabConfig:
     resize = cfg.data_preprocessing.get('resize_patch')
     if resize is not None and len(resize.size) not in (1, cfg.model.dimension, 3):
         raise ValueError(f'data_preprocessing.resize_patch {resize.size}: give one size per axis of a {cfg.model.dimension}D patch')
+    if cfg.model.strides: return _topology_patch(cfg.model.strides, cfg.network_patch_size, cfg)   # a planned dynunet: per axis
     catalog.check_patch_size(cfg.model.architecture, cfg.network_patch_size)
     info = catalog.ARCHITECTURES[cfg.model.architecture]
     if (cfg.model.norm_type == 'instance' and catalog.fits_task(catalog.ARCHITECTURES, cfg.model.architecture, 'segmentation')
@@ -393,6 +426,7 @@ class MedlabConfig(Strict):
     export: ExportConfig = Field(default_factory=ExportConfig, description='the model exported at the end of training')
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description='TensorBoard and MLflow trackers (medlab[tracking])')
     federated: FederatedConfig | None = Field(None, description='train across sites that keep their images (medlab[federated])')
+    budget: BudgetConfig | None = Field(None, description='a time (or step) budget: the epochs are sized to fit it on this machine')
     differential_privacy: DifferentialPrivacyConfig | None = Field(None, description='DP-SGD through Opacus (medlab[privacy])')
 
     check_preprocessing = _transform_block('data_preprocessing', PREPROCESSING)
@@ -409,6 +443,14 @@ class MedlabConfig(Strict):
     _check_options = model_validator(mode='after')(_options_known)
     _check_task = model_validator(mode='after')(_task_agrees)
     _check_devices = model_validator(mode='after')(_one_device_unless_torchrun)
+
+    @model_validator(mode='after')
+    def _epsilon_needs_known_steps(self):
+        dp, budget = self.differential_privacy, self.budget
+        if dp is not None and dp.epsilon is not None and budget is not None and budget.minutes is not None:
+            raise ValueError('differential_privacy.epsilon: a target epsilon sets the noise for a known number of steps, which '
+                             'budget.minutes leaves open; give budget.max_steps, or noise_multiplier instead of epsilon')
+        return self
 
     @field_validator('precision', mode='before')
     @classmethod

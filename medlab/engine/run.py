@@ -184,6 +184,7 @@ class RunFolder:
     "The files of one training run, by name; each read back typed and written atomically."
     config_file, split_file, metrics_file = 'config.yaml', 'split.csv', 'metrics.json'
     events_file, curves_file, marker_file = 'events.jsonl', 'training_curves.png', '.medlab-run'
+    preview_file = 'augmentations.png'   # the train template's augmentation preview, written before the run starts
     own_folders = ('epochs', 'predictions/*', 'export')   # folders only medlab writes: any temporary in them is its own
 
     def __init__(self, path: str | Path): self.path = Path(path)
@@ -244,13 +245,13 @@ def owned(self: RunFolder) -> bool:
 @patch
 def written_names(self: RunFolder) -> set[str]:
     "The names of the files medlab writes at the top of a run folder."
-    return {self.config_file, self.split_file, self.metrics_file, self.events_file, self.curves_file, self.marker_file,
+    return {self.config_file, self.split_file, self.metrics_file, self.events_file, self.curves_file, self.marker_file, self.preview_file,
             *CHECKPOINTS.values(), *(self.logs_path(k).name for k in LOG_KINDS)}
 
 @patch
 def _ours(self: RunFolder, name: str) -> bool:
     "True for what may lie in a run folder before the run: its lock and temporaries, and executed notebooks (`papermill templates/train.ipynb RUN/train.ipynb -p output_dir RUN` writes one there first; medlab writes no notebook name, so none is overwritten)."
-    return (name in (self.marker_file, 'run.lock') or name.startswith('run.lock.stale.') or name.endswith('.ipynb')
+    return (name in (self.marker_file, 'run.lock', self.preview_file) or name.startswith('run.lock.stale.') or name.endswith('.ipynb')
             or temporary_of(name) in self.written_names())
 
 @patch
@@ -310,7 +311,7 @@ def log_event(self: RunFolder, event: str, at: float | None = None, **fields):
     with open(self.path / self.events_file, 'a') as f: f.write(line + '\n')  # a crash loses at most this line
 
 # %% ../../nbs/10a_run.ipynb #9f63d3c6
-KEEP_ON_RESUME = {'num_epochs', 'patience', 'verbose', 'q_verbose', 'q_num_workers', 'export', 'tracking', 'federated.rounds'}
+KEEP_ON_RESUME = {'num_epochs', 'patience', 'verbose', 'q_verbose', 'q_num_workers', 'export', 'tracking', 'budget', 'federated.rounds'}
 
 def _kept(config: dict) -> dict:
     "`config` without what a resumed run may change (KEEP_ON_RESUME; 'a.b' is key b of block a)."

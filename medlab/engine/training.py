@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import importlib
+import itertools
 import math
 import sys
 import os
@@ -33,6 +34,7 @@ from monai.data import get_track_meta, set_track_meta
 
 import medlab
 from .callbacks import Callback, EpochRecord, StopRequested, StopWhen, tracking_callbacks
+from .budget import TimeBudget, budget_words, resumed_budget
 from ..core.config import ConfigError, MedlabConfig, config_from_dict, update_config
 from ..datasets.manifest import Subject
 from ..datasets.loader import PatchQueue, epoch_seed
@@ -402,7 +404,7 @@ class ExportAtEnd(Callback):
 @patch
 def loop_callbacks(self: Trainer, on_epoch=None, stop: threading.Event | None = None, extra: list[Callback] = ()) -> list[Callback]:
     "Every callback of a run in its order: medlab's own, `extra` (trackers, export, the caller's), `StopWhen` last."
-    return [self.stopping, *([self.dp] if self.dp else []), Checkpoints(), EventLog(), ProgressLine(), CurvesPNG(every_epoch=on_epoch is not None),
+    return [self.stopping, *([TimeBudget(self.cfg.budget)] if self.cfg.budget else []), *([self.dp] if self.dp else []), Checkpoints(), EventLog(), ProgressLine(), CurvesPNG(every_epoch=on_epoch is not None),
             *([OnEpochFunction(on_epoch)] if on_epoch is not None else []), *extra, *([StopWhen(stop)] if stop is not None else [])]
 
 @patch
@@ -432,8 +434,8 @@ def fit(self: Trainer, resume_from: dict | None = None, on_epoch=None, stop: thr
 def epochs(self: Trainer, first: int):
     "Epochs `first`.. until `num_epochs` or early stopping, each through the callbacks' hooks (see `Callback`)."
     spent = []
-    for epoch in range(first, self.cfg.num_epochs + 1):
-        if self.stopping.should_stop: break
+    for epoch in itertools.count(first):
+        if epoch > self.cfg.num_epochs or self.stopping.should_stop: break   # read each epoch: a `TimeBudget` sets it after the first
         self.hook('on_epoch_start', epoch)
         train_row = self.train_epoch(epoch)
         val_row = self.validate(epoch, train_row)
@@ -600,6 +602,7 @@ def _already_done(run: RunFolder, cfg: MedlabConfig, latest: dict | None) -> str
     if epoch < cfg.num_epochs:
         did = (f"stopped early at epoch {epoch} (no better {run.metrics().get('monitor', 'metric')} in {cfg.patience} epochs): "
                'raise patience to train more')
+    elif cfg.budget is not None: did = f'already trained {epoch} epochs, all that {budget_words(cfg.budget)} allowed: raise the budget to train more'
     else: did = f'already trained {epoch} epochs (num_epochs: {cfg.num_epochs}): raise num_epochs to train more'
     return f'{run.path} {did}, or give resume=False or a new output_dir to start over'
 
@@ -635,6 +638,7 @@ def train(cfg: MedlabConfig,                  # the run's config, from `load_con
     cfg = _tuned_before(run, cfg, resume)
     callbacks = [*tracking_callbacks(cfg.tracking), *([ExportAtEnd()] if cfg.export.enabled else []), *callbacks]  # a missing tracker: refused here
     latest = previous_run(run, cfg, resume)  # every process resumes from the same checkpoint
+    cfg = resumed_budget(cfg, latest)         # a budgeted run resumes with the epochs it chose
     if (done := _already_done(run, cfg, latest)) is not None:
         if rank == 0: print(done, flush=True)
         if cfg.export.enabled and rank == 0 and run.has('best') and not _exported_since_finished(run):

@@ -112,8 +112,13 @@ def _segresnet(cfg: ModelConfig, outputs: int) -> Spec:
                        init_filters=cfg.base_filters, norm=_norm_name(cfg.norm_type)))
 
 def _dynunet(cfg: ModelConfig, outputs: int) -> Spec:
-    f = cfg.base_filters
-    return _dynunet_spec(cfg, outputs, [min(f * 2 ** i, (16 if cfg.dimension == 2 else 10) * f) for i in range(5)])
+    "DynUNet, five levels; or the levels of `model.strides` and `model.kernel_sizes` (a planned topology: pooling per axis)."
+    f, levels = cfg.base_filters, len(cfg.strides) if cfg.strides else 5
+    filters = [min(f * 2 ** i, (16 if cfg.dimension == 2 else 10) * f) for i in range(levels)]
+    if not cfg.strides: return _dynunet_spec(cfg, outputs, filters)
+    return Spec('monai.networks.nets.DynUNet', dict(spatial_dims=cfg.dimension, in_channels=cfg.num_channels, out_channels=outputs,
+                       kernel_size=cfg.kernel_sizes, strides=cfg.strides, upsample_kernel_size=cfg.strides[1:], filters=filters,
+                       norm_name=_norm_name(cfg.norm_type)))
 
 ARCHITECTURE_BUILDERS['unetr'] = _unetr
 ARCHITECTURE_BUILDERS['swinunetr'] = _swinunetr

@@ -19,7 +19,7 @@ from ..core.config import OptimizerConfig, SchedulerConfig
 
 # %% auto #0
 __all__ = ['OPTIMIZER_BUILDERS', 'SCHEDULER_BUILDERS', 'build_optimizer', 'constant', 'triangle', 'triangle_modified',
-           'exponential', 'step', 'reduce_on_plateau', 'cosineannealing', 'cosine', 'warmupcosineschedule',
+           'exponential', 'step', 'reduce_on_plateau', 'cosineannealing', 'cosine', 'poly', 'warmupcosineschedule',
            'linear_warmup', 'build_scheduler', 'per_batch', 'step_scheduler']
 
 # %% ../../nbs/07_optim.ipynb #8d3922dc
@@ -102,6 +102,10 @@ def cosineannealing(opt, options: dict, lr: float, num_epochs: int):
 @SCHEDULER_BUILDERS.register('cosine')
 def cosine(opt, options: dict, lr: float, num_epochs: int):
     return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=num_epochs, eta_min=options['min_lr'])
+
+@SCHEDULER_BUILDERS.register('poly')
+def poly(opt, options: dict, lr: float, num_epochs: int):
+    return torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=num_epochs, power=options['power'])
 
 def _warmup_epochs(options: dict, num_epochs: int) -> int:
     return int(options['warmup_steps']) if options.get('warmup_steps') is not None else max(1, round(0.1 * num_epochs))

@@ -102,6 +102,8 @@ LABELS = {  # config key -> the words beside its control (written from the field
     'version': 'GaNDLF version', 'slide_mpp': 'slide microns per pixel', 'auto_batch_size_find': 'find the batch size',
     'auto_lr_find': 'find the learning rate', 'tracking.tensorboard': 'TensorBoard', 'tracking.mlflow': 'MLflow',
     'tracking.experiment': 'MLflow experiment', 'federated': 'Federated learning (sites)', 'differential_privacy': 'Differential privacy',
+    'budget': 'Time budget', 'budget.minutes': 'minutes of training', 'budget.max_steps': 'training steps',
+    'model.strides': 'strides per level', 'model.kernel_sizes': 'kernels per level',
 }
 
 PARAMETER_LABELS = {  # template parameter -> the words beside its control
@@ -163,7 +165,7 @@ def _plain(value):
     return value
 
 # %% ../../nbs/12_controls.ipynb #f057cd76
-_OUTPUTS = ('output_dir', 'package_dir', 'bundle_dir')   # paths the work writes: not being there yet is no problem
+_OUTPUTS = ('output_dir', 'package_dir', 'bundle_dir', 'output_yaml')   # paths the work writes: not being there yet is no problem
 
 def resolve_path(text: str, base: str | Path) -> str:
     "`text` as an absolute path: a relative one against `base` (the YAML's folder), as the YAML's paths resolve."
@@ -176,7 +178,7 @@ def _path_kind(model: type | None, name: str) -> str | None:
     field = model.model_fields.get(name) if model is not None else None
     extra = getattr(field, 'json_schema_extra', None)
     if isinstance(extra, dict) and extra.get('path'): return extra['path']
-    if name.endswith(('_csv', '_file', '_path')) or name == 'config' or (model is None and name in ('slide', 'labels')) or getattr(model, '__name__', '') == 'DataFilesConfig': return 'file'
+    if name.endswith(('_csv', '_file', '_path', '_yaml')) or name == 'config' or (model is None and name in ('slide', 'labels')) or getattr(model, '__name__', '') == 'DataFilesConfig': return 'file'
     if name.endswith('_dir') or name in ('run', 'runs'): return 'folder'
     return None
 
@@ -308,7 +310,8 @@ def field_control(model: type[BaseModel],   # the config model that has the fiel
                     output=name in _OUTPUTS)
     elif annotation == list[int]:
         c = Control(key, widgets.Text(**label), desc, parse=lambda t: parse_ints(t, key), show=lambda v: ', '.join(map(str, v)))
-    elif typing.get_origin(annotation) is list and not isinstance(value, dict):
+    # a list of lists (model.strides) is YAML text, below
+    elif typing.get_origin(annotation) is list and not isinstance(value, dict) and typing.get_origin((typing.get_args(annotation) or (None,))[0]) is not list:
         c = Control(key, widgets.Text(**label), desc, parse=_parse_classes, show=lambda v: ', '.join(map(str, v)))
     elif annotation is str:
         c = Control(key, widgets.Text(**label), desc, parse=lambda t: t if t.strip() or not optional else None,
