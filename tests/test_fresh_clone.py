@@ -202,8 +202,12 @@ def test_train_template_on_a_fresh_clone_in_jupyterlab(tmp_path):
         expect(note).to_contain_text('8 subject(s), 0 with problems', timeout=60_000)
         ui._tab(page, 'subjects')
         expect(page.locator('.medlab-subjects')).to_contain_text('8 subject(s), 0 with problems')
-        ui._tab(page, 'training')
         epochs = ui._control(page, 'num_epochs').locator('input')
+        for attempt in range(3):   # under load a tab click can land while the panel still lays out: click again until it shows
+            ui._tab(page, 'training')
+            try: expect(epochs).to_be_visible(timeout=20_000); break
+            except AssertionError:
+                if attempt == 2: raise
         epochs.fill('1'); epochs.press('Enter'); epochs.blur()
         expect(epochs).to_have_value('1')
         page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
