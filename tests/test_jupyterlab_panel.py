@@ -180,6 +180,12 @@ def _open_and_run_all(page, base: str, notebook: str):
     page.locator('#jp-MainMenu .lm-MenuBar-item').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
     page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
 
+@contextlib.contextmanager
+def _outputs_on_failure(page):
+    "A failed expectation inside says what the notebook printed too (where a cell's error shows)."
+    try: yield
+    except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+
 def _set_text(page, key: str, value: str):
     "Type `value` into the text control of `key` and leave it (ipywidgets syncs on change)."
     box = _control(page, key).locator('input')
@@ -240,8 +246,7 @@ def test_train_template_panel_in_jupyterlab(lab, tmp_path):
         _open_and_run_all(page, base, 'train.ipynb')
         # the panel: a dropdown of segmentation architectures only (the manifest has Label), every control, a Run button
         arch = _control(page, 'model.architecture').locator('select')
-        try: expect(page.locator('.medlab-message')).to_have_count(1, timeout=90_000)
-        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        with _outputs_on_failure(page): expect(page.locator('.medlab-message')).to_have_count(1, timeout=90_000)
         _tab(page, 'model')
         expect(arch).to_be_visible()
         options = {o.strip() for o in arch.locator('option').all_inner_texts()}
@@ -344,8 +349,7 @@ def test_infer_template_panel_in_jupyterlab(lab, tmp_path):
     with _page(tmp_path, 1200) as page:
         _open_and_run_all(page, base, 'infer.ipynb')
         fusion = _control(page, 'fusion').locator('select')
-        try: expect(fusion).to_be_visible(timeout=90_000)
-        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        with _outputs_on_failure(page): expect(fusion).to_be_visible(timeout=90_000)
         for label in ('runs', 'data_csv', 'output_dir', 'fusion', 'device', 'checkpoint'):
             expect(_control(page, label)).to_have_count(1)
         _set_text(page, 'runs', 'trained')
@@ -354,8 +358,7 @@ def test_infer_template_panel_in_jupyterlab(lab, tmp_path):
         fusion.select_option('vote')
         page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
         info = work / 'predicted' / 'inference.json'
-        try: written = _wait(lambda: _json_file(info), 120, f'{info} after pressing Run', every=0.5)
-        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        with _outputs_on_failure(page): written = _wait(lambda: _json_file(info), 120, f'{info} after pressing Run', every=0.5)
         assert written['fusion'] == 'vote' and written['runs'] == [str((work / 'trained' / 'model_best.pt').resolve())], written
         assert len(list((work / 'predicted').glob('*_prediction.nii.gz'))) == 8
         # the scores and one prediction drawn over its image appear under the panel
@@ -369,16 +372,14 @@ def test_kfold_template_panel_in_jupyterlab(lab, tmp_path):
     with _page(tmp_path, 1200) as page:
         _open_and_run_all(page, base, 'kfold.ipynb')
         executor = _control(page, 'executor').locator('select')
-        try: expect(executor).to_be_visible(timeout=90_000)
-        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        with _outputs_on_failure(page): expect(executor).to_be_visible(timeout=90_000)
         expect(_control(page, 'testing').locator('input')).to_have_value('1')      # the YAML's nested_training
         _set_text(page, 'validation', '2')
         _set_text(page, 'workers', '2')
         _set_text(page, 'output_dir', 'kf')
         page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
         results = work / 'kf' / 'results.csv'
-        try: _wait(lambda: results.exists(), 180, f'{results} after pressing Run', every=0.5)
-        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        with _outputs_on_failure(page): _wait(lambda: results.exists(), 180, f'{results} after pressing Run', every=0.5)
         import pandas as pd
         table = pd.read_csv(results)
         assert list(table.fold) == ['outer_0/inner_0', 'outer_0/inner_1'] and (table.status == 'trained').all(), table
@@ -394,16 +395,14 @@ def test_cam_template_panel_in_jupyterlab(lab, tmp_path):
     with _page(tmp_path, 1200) as page:
         _open_and_run_all(page, base, 'cam.ipynb')
         methods = _control(page, 'methods').locator('input')
-        try: expect(methods).to_be_visible(timeout=90_000)
-        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        with _outputs_on_failure(page): expect(methods).to_be_visible(timeout=90_000)
         _set_text(page, 'run', 'trained')
         _set_text(page, 'data_csv', 'data/data.csv')
         _set_text(page, 'output_dir', 'maps')
         _set_text(page, 'methods', 'layercam, saliency')
         page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
         table = work / 'maps' / 'cam.csv'
-        try: _wait(lambda: table.exists(), 120, f'{table} after pressing Run', every=0.5)
-        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        with _outputs_on_failure(page): _wait(lambda: table.exists(), 120, f'{table} after pressing Run', every=0.5)
         import pandas as pd
         assert sorted(set(pd.read_csv(table).method)) == ['layercam', 'saliency']
         expect(page.locator('.medlab-output img')).to_have_count(1, timeout=60_000)   # both maps in one figure
@@ -420,14 +419,12 @@ def test_export_template_panel_in_jupyterlab(lab, tmp_path):
     with _page(tmp_path, 1200) as page:
         _open_and_run_all(page, base, 'export.ipynb')
         precision = _control(page, 'precision').locator('input')
-        try: expect(precision).to_be_visible(timeout=90_000)
-        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        with _outputs_on_failure(page): expect(precision).to_be_visible(timeout=90_000)
         _set_text(page, 'run', 'trained')
         _set_text(page, 'precision', 'fp32, fp16')
         page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
         written = work / 'trained' / 'export' / 'export.json'
-        try: exports = _wait(lambda: _json_file(written), 120, f'{written} after pressing Run', every=0.5)
-        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        with _outputs_on_failure(page): exports = _wait(lambda: _json_file(written), 120, f'{written} after pressing Run', every=0.5)
         assert [e['precision'] for e in exports['exports'] if e['format'] == 'openvino'] == ['fp32', 'fp16'], exports
         expect(page.locator('.medlab-output table')).to_contain_text('relative_diff', timeout=30_000)
 
@@ -441,14 +438,12 @@ def test_prepare_template_panel_in_jupyterlab(lab, tmp_path):
     with _page(tmp_path, 1200) as page:
         _open_and_run_all(page, base, 'prepare.ipynb')
         folder = _control(page, 'dicom_dir').locator('input')
-        try: expect(folder).to_be_visible(timeout=90_000)
-        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        with _outputs_on_failure(page): expect(folder).to_be_visible(timeout=90_000)
         _set_text(page, 'dicom_dir', 'dicom')
         _set_text(page, 'output_dir', 'prepared')
         page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
         manifest = work / 'prepared' / 'data.csv'
-        try: _wait(lambda: manifest.is_file(), 120, f'{manifest} after pressing Run', every=0.5)
-        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        with _outputs_on_failure(page): _wait(lambda: manifest.is_file(), 120, f'{manifest} after pressing Run', every=0.5)
         expect(page.locator('.medlab-output img')).to_have_count(1, timeout=60_000)
         assert len(list((work / 'prepared' / 'anonymized').rglob('*.dcm'))) == 196
 
@@ -475,13 +470,11 @@ def test_federated_template_panel_in_jupyterlab(lab, tmp_path):
     medlab.make_sample_data(work / 'sites', n_subjects=9, size=32, sites=3)
     with _page(tmp_path, 1400) as page:
         _open_and_run_all(page, base, 'federated.ipynb')
-        try: expect(page.locator('.lm-TabBar-tab').filter(has_text=re.compile(r'^\s*sites\s*$'))).to_be_visible(timeout=90_000)
-        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        with _outputs_on_failure(page): expect(page.locator('.lm-TabBar-tab').filter(has_text=re.compile(r'^\s*sites\s*$'))).to_be_visible(timeout=90_000)
         _tab(page, 'sites')
         expect(page.locator('.medlab-sites')).to_contain_text('3 sites, 9 subjects')
         page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
-        try: expect(page.locator('.medlab-rounds')).to_contain_text('weighted', timeout=240_000)   # after round 1
-        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        with _outputs_on_failure(page): expect(page.locator('.medlab-rounds')).to_contain_text('weighted', timeout=240_000)   # after round 1
         expect(page.locator('.medlab-rounds')).to_contain_text('site_c')
         expect(page.locator('.medlab-message')).to_contain_text('Finished: 2 round(s)', timeout=240_000)
         expect(page.locator('.medlab-output')).to_contain_text('best round')
@@ -496,14 +489,12 @@ def test_plan_template_panel_in_jupyterlab(lab, tmp_path):
     with _page(tmp_path, 1400) as page:
         _open_and_run_all(page, base, 'plan.ipynb')
         box = _control(page, 'data_csv').locator('input')
-        try: expect(box).to_be_visible(timeout=90_000)
-        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        with _outputs_on_failure(page): expect(box).to_be_visible(timeout=90_000)
         _set_text(page, 'data_csv', 'data/data.csv')
         _set_text(page, 'output_yaml', 'configs/planned.yaml')
         _set_text(page, 'minutes', '2')
         page.locator('button.jupyter-button').filter(has_text=re.compile(r'^\s*Run\s*$')).click()
-        try: expect(page.locator('.medlab-output')).to_contain_text('dynunet', timeout=120_000)
-        except AssertionError as e: raise AssertionError(f'{e}\nnotebook outputs: {_notebook_text(page)}') from None
+        with _outputs_on_failure(page): expect(page.locator('.medlab-output')).to_contain_text('dynunet', timeout=120_000)
         expect(page.locator('.medlab-output')).to_contain_text('budget: {minutes: 2')
         expect(page.locator('.medlab-output img')).to_have_count(1)        # the fingerprint figure
         _shot(page, 'plan_panel')

@@ -20,7 +20,7 @@ import torch
 from fastcore.basics import patch
 
 from ..core.errors import MedlabError
-from ..core.config import FederatedConfig, MedlabConfig, load_config
+from ..core.config import MedlabConfig, load_config
 from ..datasets.split import Split
 from ..core.utils import atomic_path, write_json_atomic, write_text_atomic
 

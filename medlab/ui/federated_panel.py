@@ -78,7 +78,8 @@ def show_federated(result: FederatedResult, show=display):
 
 def _run_federation(panel: ConfigPanel, sites: SitesTab, table: widgets.HTML, **kwargs) -> FederatedResult:
     "Run: train the panel's config across its sites, the panel following each round; Stop ends it after the round."
-    panel.progress.value, table.value = html.escape('starting the sites (Flower simulation)...'), ''
+    engine = kwargs.get('engine', 'simulation')
+    panel.progress.value, table.value = html.escape(f'starting the sites (Flower {engine})...'), ''
     result = train_federated(panel.cfg, on_round=RoundProgress(panel, table), stop=panel.stop_event, say=False, **kwargs)
     if result.stopped: panel.say([f'{result.stopped_at[0].upper()}{result.stopped_at[1:]} (Run does; the checkpoints are in {result.output_dir}).'], 'info')
     else: panel.say([f'Finished: {result.epochs_run} round(s) in {result.output_dir}; best round {result.best_epoch}.'], 'done')
