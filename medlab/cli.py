@@ -128,9 +128,10 @@ def federated(config: Param('the YAML, with a federated block', str),
 def plan(data_csv: Param('the manifest (SubjectID, Channel_0.., Label)', str), output: Param('the YAML to write', str),
          minutes: Param('the time budget of the planned run', float) = 15, modality: Param('CT, MR or RGB (default: guessed)', str) = None,
          device: Param("plan for 'cpu', 'gpu' or 'auto' (this machine)", str) = 'auto',
+         folds: Param('more than 1: a fold ensemble (medlab kfold) sharing the minutes', int) = 1,
          debug: Param('show tracebacks', store_true) = False):
     "Read a dataset and write a config that trains within the budget, each decided key with a comment saying why."
-    planned = medlab.plan(data_csv, output, minutes=minutes, modality=modality, device=device)
+    planned = medlab.plan(data_csv, output, minutes=minutes, modality=modality, device=device, folds=folds)
     print(planned.yaml)
     print(f'written: {output} (and fingerprint.json, fingerprint.png beside it)')
 

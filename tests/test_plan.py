@@ -125,3 +125,8 @@ def test_the_plan_template_plans_and_the_train_template_trains_it(tmp_path):
     run = RunFolder(tmp_path / 'runs' / 'planned')
     assert run.metrics()['best_epoch'] >= 1 and run.config().model.architecture == 'dynunet'
     assert any(e['event'] == 'budget' for e in run.events())      # the run sized its epochs to the budget
+    cfg = run.config()   # the inference side of the recipe went into the YAML and the run folder
+    assert cfg.model.deep_supervision and cfg.inference_mechanism.mirror_axes == [0, 1] and cfg.inference_mechanism.choose_postprocessing
+    chosen = json.loads((run.path / 'postprocessing.json').read_text())
+    assert chosen['subjects'] == len(run.split().validation) and set(chosen['validation_dice']) == {'1', '2'}
+    assert medlab.load_run(run.path).largest_component == chosen['largest_component']

@@ -57,6 +57,7 @@ class ModelConfig(Strict):
     ignore_label_validation: int | None = Field(None, description='index in class_list of a class left out of validation scores')
     strides: list[list[int]] | None = Field(None, description='dynunet: downsampling per level and axis, the first [1, 1(, 1)] (a plan writes it)')
     kernel_sizes: list[list[int]] | None = Field(None, description='dynunet: convolution kernel per level and axis (1 where an axis is coarse)')
+    deep_supervision: bool = Field(False, description="dynunet: the loss also scores the decoder's coarser outputs (nnU-Net's deep supervision)")
 
     @field_validator('class_list')
     @classmethod
@@ -82,6 +83,15 @@ class ModelConfig(Strict):
         if any(len(level) != self.dimension for level in self.strides + self.kernel_sizes):
             raise ValueError(f'strides and kernel_sizes: each level needs one number per axis ({self.dimension})')
         if any(s != 1 for s in self.strides[0]): raise ValueError(f'strides: the first level keeps the full size, [1] * {self.dimension}')
+        return self
+
+    @model_validator(mode='after')
+    def _deep_supervision_of_dynunet(self):
+        if self.deep_supervision and self.architecture != 'dynunet':
+            raise ValueError(f'deep_supervision: {self.architecture} has one output; dynunet has the coarser outputs it scores '
+                             '(use architecture dynunet, or remove deep_supervision)')
+        if self.deep_supervision and self.strides is not None and len(self.strides) < 3:
+            raise ValueError(f'deep_supervision: {len(self.strides)} levels have no coarser decoder output to score; give 3 levels or more')
         return self
 
     @property
@@ -215,6 +225,15 @@ class InferenceConfig(Strict):
     "How whole images are predicted from patches (GaNDLF's `inference_mechanism`)."
     grid_aggregator_overlap: Literal['crop', 'average', 'gaussian', 'hann'] = Field('average', description="overlapping windows: keep each one's centre, average, or weigh by a Gaussian or a Hann window")
     patch_overlap: int = Field(0, ge=0, description='voxels shared by neighbouring patches')
+    mirror_axes: list[int] = Field(default_factory=list, description="test-time mirroring: these spatial axes (0 x, 1 y, 2 z) are flipped in every combination and the network's outputs averaged")
+    choose_postprocessing: bool = Field(False, description='when training ends, keep only the largest component of each class where that raises the validation Dice (postprocessing.json)')
+
+    @field_validator('mirror_axes')
+    @classmethod
+    def _axes(cls, v):
+        if len(set(v)) != len(v) or any(a not in (0, 1, 2) for a in v):
+            raise ValueError(f'mirror_axes: give distinct spatial axes among 0, 1, 2 (x, y, z), got {v}')
+        return sorted(v)
 
 class PatchSamplerConfig(Strict):
     "Where training patches are drawn (GaNDLF's `patch_sampler`, short form `label` or `uniform`)."
@@ -475,6 +494,13 @@ class MedlabConfig(Strict):
         return self
 
     _check_patch = model_validator(mode='after')(_patch_fits)
+
+    @model_validator(mode='after')
+    def _mirror_axes_fit(self):
+        if axes := [a for a in self.inference_mechanism.mirror_axes if a >= self.model.dimension]:
+            raise ValueError(f'inference_mechanism.mirror_axes {self.inference_mechanism.mirror_axes}: axis {axes[0]} is not an axis '
+                             f'of {self.model.dimension}D images (use {list(range(self.model.dimension))})')
+        return self
 
     @property
     def spatial_patch_size(self) -> tuple[int, ...]:

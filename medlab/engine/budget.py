@@ -13,14 +13,14 @@ import torch
 import torch.distributed as dist
 from fastcore.basics import patch
 
-from ..core.config import BudgetConfig, MedlabConfig, SchedulerConfig, update_config
+from ..core.config import BudgetConfig, InferenceConfig, MedlabConfig, SchedulerConfig, update_config
 from ..core.utils import duration
 from .callbacks import Callback
 from ..nets.optim import build_scheduler, per_batch
 
 # %% auto #0
-__all__ = ['WINDOW', 'MARGIN', 'epochs_for_steps', 'epochs_that_fit', 'rebuild_schedule', 'recent_mean', 'budget_words',
-           'TimeBudget', 'resumed_budget']
+__all__ = ['WINDOW', 'MARGIN', 'epochs_for_steps', 'epochs_that_fit', 'end_passes', 'rebuild_schedule', 'recent_mean',
+           'budget_words', 'TimeBudget', 'resumed_budget']
 
 # %% ../../nbs/11h_budget.ipynb #578e5f1e
 def epochs_for_steps(max_steps: int,       # optimizer steps the budget allows
@@ -38,6 +38,15 @@ def epochs_that_fit(budget_s: float,     # the budget, in seconds
     "Epochs in all when as many more as fit in what is left are added to the `done` ones (none more: the run ends now)."
     left = budget_s - elapsed_s - reserve_s
     return done + max(0, math.floor(left / per_epoch_s)) if per_epoch_s > 0 else done
+
+# %% ../../nbs/11h_budget.ipynb #6b1ed22d
+def end_passes(cfg: InferenceConfig,    # the config's `inference_mechanism`
+               testing: int,            # test subjects
+               validation: int,         # validation subjects
+               training: int = 0        # training subjects predicted at the end (`save_training`), else 0
+              ) -> int:
+    "Whole-subject predictions the end of a run makes, each mirrored copy counted."
+    return 2 ** len(cfg.mirror_axes) * (testing + training + (validation if cfg.choose_postprocessing else 0))
 
 # %% ../../nbs/11h_budget.ipynb #d2d8a407
 def rebuild_schedule(scheduler,               # the run's schedule, as built for the provisional epochs
@@ -115,7 +124,8 @@ class TimeBudget(Callback):
         if per_step is None: self.cycles.append(now - self.last)   # later epochs: the whole cycle, checkpoints and logs included
         self.last, per_epoch = now, recent_mean(self.cycles, WINDOW * budget_s)
         split = trainer.split
-        reserve = val_s / max(1, len(split.validation)) * (len(split.testing) + (len(split.training) if trainer.cfg.save_training else 0))
+        passes = end_passes(trainer.cfg.inference_mechanism, len(split.testing), len(split.validation), len(split.training) if trainer.cfg.save_training else 0)
+        reserve = val_s / max(1, len(split.validation)) * passes
         fit = epochs_that_fit(budget_s, elapsed, per_epoch, done, reserve)
         late = epochs_that_fit(budget_s, elapsed, per_epoch * (1 - MARGIN), done, reserve) < n   # late even if 5 % faster
         early = epochs_that_fit(budget_s, elapsed, per_epoch * (1 + MARGIN), done, reserve) > n  # early even if 5 % slower

@@ -5,8 +5,10 @@
 # %% ../../nbs/10b_predictor.ipynb #61a951c0
 from __future__ import annotations
 
+import itertools
 import warnings
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +27,13 @@ from ..datasets.loader import SubjectReader
 from ..nets.models import build_model
 from .privacy import run_network
 from ..core.errors import MedlabError
+from .postprocessing import keep_largest, read_postprocessing
 from .run import RunFolder
 from ..datasets.tasks import TASKS, Prediction, Task, build_task, task_of
 from ..datasets.transforms import build_postprocessing, to_reference, value_mapping
 
 # %% auto #0
-__all__ = ['pick_device', 'memory_format', 'amp_dtype', 'reference_info', 'as_subject', 'Predictor', 'crop_weights',
+__all__ = ['pick_device', 'memory_format', 'amp_dtype', 'reference_info', 'as_subject', 'Predictor', 'mirrors', 'crop_weights',
            'hann_weights', 'window_overlaps', 'window_blending', 'RunError', 'load_run']
 
 # %% ../../nbs/10b_predictor.ipynb #aa27057e
@@ -76,7 +79,8 @@ class Predictor:
                  task: Task,
                  device: torch.device | str | None = None,  # default: `cfg.accelerator`
                  source: str = '',                   # where it came from, for messages
-                 cache: bool = False):               # keep what was read (training's `in_memory`; never for new data)
+                 cache: bool = False,                # keep what was read (training's `in_memory`; never for new data)
+                 largest_component: Sequence[int] = ()):  # class indices cleaned to their largest component (the run's postprocessing.json)
         self.cfg, self.task, self.source = cfg, task, source
         self.device = torch.device(device) if device is not None else pick_device(cfg.accelerator)
         self.memory_format = memory_format(cfg.model.dimension, cfg.model.norm_type, self.device)
@@ -91,11 +95,23 @@ class Predictor:
         self.patch_size = cfg.spatial_patch_size
         self.overlap = cfg.inference_mechanism.patch_overlap           # voxels shared by neighbouring windows
         self.aggregation = cfg.inference_mechanism.grid_aggregator_overlap
+        self.mirror_axes = tuple(cfg.inference_mechanism.mirror_axes)  # test-time mirroring (training validates without it)
+        self.largest_component = list(largest_component)
 
     def __repr__(self) -> str:
         return f'Predictor({self.cfg.model.architecture}, {self.task.name}, {self.cfg.model.dimension}D, {self.device}, {self.source!r})'
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        "The network on a batch of patches; with `mirror_axes`, the mean of its outputs over every mirrored copy, each flipped back."
+        if not self.mirror_axes: return self.forward_once(batch)
+        out = 0
+        for axes in mirrors(self.mirror_axes):
+            dims = [2 + a for a in axes]
+            one = self.forward_once(batch.flip(dims) if dims else batch)
+            out = out + (one.flip(dims) if dims and self.task.per_voxel else one)
+        return out / 2 ** len(self.mirror_axes)
+
+    def forward_once(self, batch: torch.Tensor) -> torch.Tensor:
         "The network on a batch of patches, laid out in the network's memory format (resized to `resize_patch` and back, when given)."
         size, network = tuple(batch.shape[2:]), self.cfg.network_patch_size
         mode = 'bilinear' if len(size) == 2 else 'trilinear'
@@ -104,6 +120,11 @@ class Predictor:
             out = self.model(batch.to(self.device).contiguous(memory_format=self.memory_format)).float()
         if size != network and self.task.per_voxel: out = torch.nn.functional.interpolate(out, size=size, mode=mode, align_corners=False)
         return out
+
+# %% ../../nbs/10b_predictor.ipynb #cfea32ac
+def mirrors(axes: Sequence[int]) -> list[tuple[int, ...]]:
+    "Every combination of `axes` to flip, the empty one (as it is) first: 2 ** len(axes) of them."
+    return [c for n in range(len(axes) + 1) for c in itertools.combinations(axes, n)]
 
 # %% ../../nbs/10b_predictor.ipynb #f9aa1517
 def _plain(t) -> torch.Tensor:
@@ -166,9 +187,9 @@ def logits(self: Predictor, image: torch.Tensor   # (B, C, x, y[, z]), pre-proce
 
 # %% ../../nbs/10b_predictor.ipynb #4c0541fe
 def _postprocessed(self: Predictor, decided: torch.Tensor) -> torch.Tensor:
-    "Decided index maps (B, 1, ...) after the config's post-processing; other decisions as they are."
-    if not (self.task.per_voxel and self.post_steps): return decided
-    return torch.stack([_plain(self.postprocess(d)) for d in decided]).to(decided.dtype)
+    "Decided index maps (B, 1, ...) after the config's post-processing and the run's chosen one; other decisions as they are."
+    if not (self.task.per_voxel and (self.post_steps or self.largest_component)): return decided
+    return torch.stack([keep_largest(_plain(self.postprocess(d)), self.largest_component) for d in decided]).to(decided.dtype)
 
 def _decide(self: Predictor, logits: torch.Tensor) -> torch.Tensor:
     "Class indices (maps post-processed) or values from logits."
@@ -274,7 +295,7 @@ def from_run(cls: Predictor, run: str | Path | RunFolder,   # the run folder
         first = str(e).split('\n\t')[1 if '\n\t' in str(e) else 0][:200]
         raise RunError(f'{run.checkpoint_path(checkpoint)} does not fit the network {run.config_file} describes '
                        f'({cfg.model.architecture}, {cfg.model.num_channels} channel(s), {task.outputs} output(s)): {first}') from None
-    return cls(model, cfg, task, device, source=str(run.checkpoint_path(checkpoint).resolve()))
+    return cls(model, cfg, task, device, source=str(run.checkpoint_path(checkpoint).resolve()), largest_component=read_postprocessing(run))
 
 def load_run(path: str | Path,                        # a run folder
              checkpoint: str = 'best',                 # 'best', 'latest' or 'initial'
@@ -290,4 +311,5 @@ def load_run(path: str | Path,                        # a run folder
     if not xml.is_file():
         raise RunError(f'{xml} not found: export the run first (medlab.export_run({str(path)!r}, precision={precision!r}), '
                        'or train with export.enabled)')
-    return Predictor(OpenVINONetwork(xml), predictor.cfg, predictor.task, 'cpu', source=str(xml.resolve()))
+    return Predictor(OpenVINONetwork(xml), predictor.cfg, predictor.task, 'cpu', source=str(xml.resolve()),
+                     largest_component=predictor.largest_component)

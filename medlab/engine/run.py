@@ -185,6 +185,7 @@ class RunFolder:
     config_file, split_file, metrics_file = 'config.yaml', 'split.csv', 'metrics.json'
     events_file, curves_file, marker_file = 'events.jsonl', 'training_curves.png', '.medlab-run'
     preview_file = 'augmentations.png'   # the train template's augmentation preview, written before the run starts
+    postprocessing_file = 'postprocessing.json'   # the post-processing chosen on validation (medlab.engine.postprocessing)
     own_folders = ('epochs', 'predictions/*', 'export')   # folders only medlab writes: any temporary in them is its own
 
     def __init__(self, path: str | Path): self.path = Path(path)
@@ -246,6 +247,7 @@ def owned(self: RunFolder) -> bool:
 def written_names(self: RunFolder) -> set[str]:
     "The names of the files medlab writes at the top of a run folder."
     return {self.config_file, self.split_file, self.metrics_file, self.events_file, self.curves_file, self.marker_file, self.preview_file,
+            self.postprocessing_file,
             *CHECKPOINTS.values(), *(self.logs_path(k).name for k in LOG_KINDS)}
 
 @patch

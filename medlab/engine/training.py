@@ -38,11 +38,12 @@ from .budget import TimeBudget, budget_words, resumed_budget
 from ..core.config import ConfigError, MedlabConfig, config_from_dict, update_config
 from ..datasets.manifest import Subject
 from ..datasets.loader import PatchQueue, epoch_seed
-from ..nets.losses import build_loss
+from ..nets.losses import build_loss, deep_supervision_loss
 from ..nets.metrics import build_metrics
 from ..nets.models import build_model
 from ..nets.optim import build_optimizer, build_scheduler, per_batch, step_scheduler
 from .export import export_run
+from .postprocessing import choose_largest_component, write_postprocessing
 from .predictor import Predictor, pick_device, reference_info
 from .privacy import DifferentialPrivacy, private_model
 from .run import LOG_KINDS, RunConflictError, RunFolder, config_differences
@@ -178,6 +179,8 @@ class Trainer:
             self.net = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == 'cuda' else None)
         self.penalty = training_penalty(cfg, task, split.training)
         self.loss_fn = build_loss(cfg.loss_function, cfg.model.final_layer, self.penalty if cfg.weighted_loss else None, **cfg.loss_options)
+        self.train_loss = deep_supervision_loss(self.loss_fn) if cfg.model.deep_supervision else self.loss_fn  # over the coarser outputs too
+        self.predictor.mirror_axes = ()   # epochs validate unmirrored (2-8x faster, as nnU-Net); `finish` predicts as inference will
         self.queue = PatchQueue(split.training, cfg, self.predictor.reader, self.penalty, shard)
         self.metrics = {kind: self.new_metrics() for kind in LOG_KINDS}
         first = self.metrics['validation'][0]
@@ -221,7 +224,8 @@ def train_step(self: Trainer, batch: dict) -> float:
     amp = self.predictor.amp_dtype
     with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
         logits = self.net(image)
-        loss = self.loss_fn(logits, self.task.loss_target(target))
+        loss = self.train_loss(logits, self.task.loss_target(target))
+        if self.cfg.model.deep_supervision: logits = logits[:, 0]   # the full-resolution output, for the training metrics
     if not torch.isfinite(loss):  # before the step: the weights never take a NaN update
         kept = 'model_latest.pt keeps the last good epoch' if self.run.has('latest') else 'no epoch finished, so no checkpoint was kept'
         raise TrainingDiverged(f'epoch {self.epoch}, step {self.step}: the loss is {float(loss.detach())}; the run stopped and {kept}. '
@@ -475,18 +479,37 @@ def stopped(self: Trainer, epoch: int, step: int) -> TrainResult:
 
 @patch
 def finish(self: Trainer) -> TrainResult:
-    "Score the best model on the test split and write `metrics.json` (the curves are drawn by `CurvesPNG`)."
+    "With the best model as inference will run it (mirrored, post-processing chosen): score the test split; write `metrics.json`."
     testing = None
-    if self.split.testing and self.run.has('best'):
+    (self.run.path / self.run.postprocessing_file).unlink(missing_ok=True)   # an earlier finish's choice is not this model's
+    if self.run.has('best'):
         self.model.load_state_dict(self.run.checkpoint('best')['model'])
-        testing = self.evaluate(self.split.testing, self.new_metrics(), 'testing', 'test')
-    if self.cfg.save_training and self.run.has('best'):  # the best model's predictions of the subjects it learnt from
-        self.model.load_state_dict(self.run.checkpoint('best')['model'])
-        self.evaluate(self.split.training, self.new_metrics(), 'training', 'training subjects')
+        self.predictor.mirror_axes = tuple(self.cfg.inference_mechanism.mirror_axes)
+        if self.cfg.inference_mechanism.choose_postprocessing: self.choose_postprocessing()
+        if self.split.testing: testing = self.evaluate(self.split.testing, self.new_metrics(), 'testing', 'test')
+        if self.cfg.save_training:   # the best model's predictions of the subjects it learnt from
+            self.evaluate(self.split.training, self.new_metrics(), 'training', 'training subjects')
     result = self.result(testing)
     self.run.write_metrics(result.record())
     self.run.log_event('finished', best_epoch=self.stopping.best_epoch, stopped_early=self.stopping.should_stop)
     return result
+
+@patch
+@torch.no_grad()
+def choose_postprocessing(self: Trainer) -> dict | None:
+    "Keep only the largest component of the classes where that raises the validation Dice (`medlab.engine.postprocessing`); None for tasks without class maps."
+    if self.task.name != 'segmentation' or self.cfg.model.regions: return None   # overlapping regions: no one class per voxel
+    self.predictor.largest_component = []
+    pairs = []
+    for s in progress_bar(self.split.validation, desc='choose post-processing', leave=False):
+        data = self.predictor.reader(s)
+        decided = self.predictor.decide(self.predictor.logits(torch.as_tensor(data['image'])[None]))
+        pairs.append((decided[0].cpu(), torch.as_tensor(data['label'])))
+    choice = choose_largest_component(pairs, list(range(1, self.task.outputs)))
+    write_postprocessing(self.run, choice)
+    self.run.log_event('postprocessing', **choice)
+    self.predictor.largest_component = choice['largest_component']
+    return choice
 
 @patch
 def interruption(self: Trainer) -> str:

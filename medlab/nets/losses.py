@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from ..core.utils import import_monai
 import_monai()  # before any MONAI import: skips a slow optional dependency (see utils)
-from monai.losses import DiceLoss, FocalLoss, MCCLoss, TverskyLoss
+from monai.losses import DeepSupervisionLoss, DiceLoss, FocalLoss, MCCLoss, TverskyLoss
 
 import medlab.core.catalog as catalog
 from ..core.utils import Registry
@@ -19,7 +19,7 @@ from ..core.utils import Registry
 # %% auto #0
 __all__ = ['LOSS_BUILDERS', 'Loss', 'class_mean', 'dice_loss', 'dice_log_loss', 'cross_entropy_loss', 'dice_ce_loss',
            'dice_bce_logits_loss', 'focal_loss', 'dice_focal_loss', 'tversky_loss', 'mcc_loss', 'mcc_log_loss',
-           'cross_entropy_image_loss', 'mse_loss', 'l1_loss', 'build_loss']
+           'cross_entropy_image_loss', 'mse_loss', 'l1_loss', 'build_loss', 'deep_supervision_loss']
 
 # %% ../../nbs/05_losses.ipynb #2225aab0
 LOSS_BUILDERS = Registry('loss')   # name -> builder; what each loss is (its tasks, its options): `catalog.LOSSES`
@@ -188,3 +188,12 @@ def build_loss(name: str,                          # a catalog name (GaNDLF's ot
     build = LOSS_BUILDERS[name]
     catalog.check_option_keys(catalog.LOSSES, name, options, 'loss_options')   # the config's own check and sentence
     return build(final_layer=final_layer, weights=weights, **options)
+
+# %% ../../nbs/05_losses.ipynb #2d224f09
+def deep_supervision_loss(loss: Loss   # the run's loss (`build_loss`)
+                         ) -> Loss:
+    "`loss` over the outputs a deep-supervised network stacks on dimension 1 (B, levels, C, ...), weighted 1, 1/2, 1/4... (sum 1)."
+    def scored(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        weights = [0.5 ** i for i in range(outputs.shape[1])]
+        return DeepSupervisionLoss(loss, weights=[w / sum(weights) for w in weights])(list(outputs.unbind(1)), target)
+    return scored

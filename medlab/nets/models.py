@@ -20,7 +20,7 @@ from ..core.utils import Registry, Spec
 
 # %% auto #0
 __all__ = ['ARCHITECTURE_BUILDERS', 'VGG_CONVOLUTIONS', 'DENSENET_BLOCKS', 'RESNET_LAYERS', 'network_spec', 'build_model',
-           'count_parameters', 'activation', 'VGG']
+           'count_parameters', 'activation', 'deep_outputs', 'VGG']
 
 # %% ../../nbs/04_models.ipynb #1734265c
 ARCHITECTURE_BUILDERS = Registry('architecture')   # name -> (model config, number of outputs) -> Spec; what each is: `medlab.core.catalog`
@@ -115,10 +115,14 @@ def _dynunet(cfg: ModelConfig, outputs: int) -> Spec:
     "DynUNet, five levels; or the levels of `model.strides` and `model.kernel_sizes` (a planned topology: pooling per axis)."
     f, levels = cfg.base_filters, len(cfg.strides) if cfg.strides else 5
     filters = [min(f * 2 ** i, (16 if cfg.dimension == 2 else 10) * f) for i in range(levels)]
-    if not cfg.strides: return _dynunet_spec(cfg, outputs, filters)
-    return Spec('monai.networks.nets.DynUNet', dict(spatial_dims=cfg.dimension, in_channels=cfg.num_channels, out_channels=outputs,
-                       kernel_size=cfg.kernel_sizes, strides=cfg.strides, upsample_kernel_size=cfg.strides[1:], filters=filters,
-                       norm_name=_norm_name(cfg.norm_type)))
+    spec = _dynunet_spec(cfg, outputs, filters)
+    if cfg.strides: spec.kwargs.update(kernel_size=cfg.kernel_sizes, strides=cfg.strides, upsample_kernel_size=cfg.strides[1:])
+    if cfg.deep_supervision: spec.kwargs.update(deep_supervision=True, deep_supr_num=deep_outputs(levels))
+    return spec
+
+def deep_outputs(levels: int) -> int:
+    "The coarser outputs a deep-supervised DynUNet of `levels` levels adds: every decoder level but the lowest (MONAI allows at most levels - 2)."
+    return max(1, levels - 2)
 
 ARCHITECTURE_BUILDERS['unetr'] = _unetr
 ARCHITECTURE_BUILDERS['swinunetr'] = _swinunetr

@@ -30,7 +30,7 @@ from ..nets.models import build_model, network_spec
 from ..engine.privacy import run_network
 from ..engine.backends import OpenVINONetwork   # older code imported it from here
 from ..engine.export import ExportResult, export_run, sample_patches, save_openvino, to_openvino
-from ..engine.predictor import Predictor, load_run
+from ..engine.predictor import Predictor, load_run, mirrors
 from ..engine.run import RunFolder
 
 # %% auto #0
@@ -68,6 +68,7 @@ def package_run(run: str | Path, output_dir: str | Path, checkpoint: str = 'best
                              'dtype': 'float32', 'patch_size': list(cfg.spatial_patch_size)},
                    'preprocessing': cfg.model_dump(mode='json')['data_preprocessing'],
                    'postprocessing': cfg.model_dump(mode='json')['data_postprocessing'],
+                   'largest_component': predictor.largest_component,   # the run's choice on validation (postprocessing.json)
                    'inference': cfg.inference_mechanism.model_dump(), 'final_layer': cfg.model.final_layer,
                    'validation': run.metrics().get('best', {}) if (run.path / run.metrics_file).exists() else {},
                    'checkpoint': checkpoint, 'versions': _versions()}
@@ -117,6 +118,9 @@ def read_description(path: Path) -> dict:
     if not isinstance(made := versions.get('medlab'), str) or not re.match(r'\d+\.\d+', made):
         raise PackageError(f"{file}: key 'versions.medlab' is {'missing' if made is None else repr(made)}, not a version such as "
                            f"'{medlab.__version__}'; {fix}")
+    kept = description.get('largest_component', [])   # packages made before it was chosen have none
+    if not (isinstance(kept, list) and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in kept)):
+        raise PackageError(f"{file}: key 'largest_component' is {kept!r}, not a list of class indices; {fix}")
     return description
 
 def verify_package(path: str | Path) -> dict:
@@ -142,13 +146,14 @@ def verify_package(path: str | Path) -> dict:
 def load_package(path: str | Path, backend: str = 'torch', device: str | None = None) -> Predictor:
     "A verified package as a predictor: the torch network from its safetensors weights, or its OpenVINO IR."
     path = Path(path)
-    verify_package(path)
+    kept = verify_package(path).get('largest_component', [])
     cfg = load_config(path / 'config.yaml')
     task = task_of(cfg, str(path / 'config.yaml'))   # the whole task, scaling_factor included, as `load_run` builds it
-    if backend == 'openvino': return Predictor(OpenVINONetwork(path / 'model.xml'), cfg, task, 'cpu', source=str(path / 'model.xml'))
+    if backend == 'openvino':
+        return Predictor(OpenVINONetwork(path / 'model.xml'), cfg, task, 'cpu', source=str(path / 'model.xml'), largest_component=kept)
     model = run_network(cfg, task.outputs)   # a DP run's batch norm became group norm
     model.load_state_dict(load_file(str(path / 'weights.safetensors')))
-    return Predictor(model, cfg, task, device, source=str(path / 'weights.safetensors'))
+    return Predictor(model, cfg, task, device, source=str(path / 'weights.safetensors'), largest_component=kept)
 
 # %% ../../nbs/15_deploy.ipynb #2348d664
 VALUES_FILE = 'resources/values.json'   # the user values a bundle reads as data
@@ -189,6 +194,9 @@ def _inference_json(predictor: Predictor) -> tuple[dict, dict]:
     pre = [bundle_item(t, f'preprocessing.{i}', values) for i, t in enumerate(preprocessing_specs(cfg.data_preprocessing))]
     post = [bundle_item(p, f'postprocessing.{i}', values, keys='pred', _target_=p.target + 'd')
             for i, p in enumerate(postprocessing_specs(cfg.data_postprocessing, task.outputs))]
+    if predictor.largest_component:   # the run's choice on validation, as medlab's predictor applies it after the config's steps
+        post.append({'_target_': 'KeepLargestConnectedComponentd', 'keys': 'pred', 'applied_labels': predictor.largest_component,
+                     'independent': True})
     indices = list(range(task.outputs))
     relabel = [] if task.class_list == indices else [{'_target_': 'MapLabelValued', 'keys': 'pred', 'orig_labels': indices,
                                                       'target_labels': as_data(task.class_list, 'class_list', values)}]
@@ -199,6 +207,9 @@ def _inference_json(predictor: Predictor) -> tuple[dict, dict]:
         'datalist': "$sorted(f for e in ('*.nii.gz', '*.nii') for f in glob.glob(@dataset_dir + '/' + e))",
         'network_def': bundle_item(network_spec(cfg.model, task.outputs), 'network_def', values),
         'network': '$@network_def.to(@device).eval()',
+        # test-time mirroring as medlab's `Predictor.forward`: the mean over every mirrored copy, each flipped back
+        'mirror_dims': [[2 + a for a in axes] for axes in mirrors(predictor.mirror_axes)],
+        'mirrored': '$lambda x, net=@network, dims=@mirror_dims: sum(net(x.flip(d)).flip(d) for d in dims) / len(dims)',
         'preprocessing': {'_target_': 'Compose', 'transforms': [
             {'_target_': 'LoadImaged', 'keys': 'image', 'reader': 'NibabelReader', 'image_only': False},
             {'_target_': 'EnsureChannelFirstd', 'keys': 'image'},
@@ -216,7 +227,7 @@ def _inference_json(predictor: Predictor) -> tuple[dict, dict]:
              'writer': 'NibabelWriter', 'print_log': False}]},
         'load': "$@network.load_state_dict(torch.load(@bundle_root + '/models/model.pt', weights_only=True))",
         'run': ['$torch.set_grad_enabled(False)', '$@load',
-                "$[@postprocessing({**d, 'pred': torch.as_tensor(@inferer(d['image'][None].to(@device), @network))[0]}) for d in @dataset]"],
+                "$[@postprocessing({**d, 'pred': torch.as_tensor(@inferer(d['image'][None].to(@device), @mirrored))[0]}) for d in @dataset]"],
     }, values
 
 # %% ../../nbs/15_deploy.ipynb #698b8e64

@@ -5,6 +5,7 @@
 # %% ../../nbs/11c_infer.ipynb #876a0293
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -27,8 +28,8 @@ from ..datasets.tasks import Prediction, Task
 from ..core.utils import progress_bar, write_json_atomic, write_text_atomic
 
 # %% auto #0
-__all__ = ['SLIDE_OPTIONS', 'check_fusion', 'fuse', 'planned_folds', 'usable_runs', 'load_predictors', 'predict_subject',
-           'slide_subjects', 'predict_slides', 'Inference', 'predict']
+__all__ = ['SLIDE_OPTIONS', 'check_fusion', 'fuse', 'ensemble_predictor', 'planned_folds', 'usable_runs', 'load_predictors',
+           'predict_subject', 'slide_subjects', 'predict_slides', 'Inference', 'predict']
 
 # %% ../../nbs/11c_infer.ipynb #fdeb5d2c
 def check_fusion(how: str, task: Task):
@@ -47,6 +48,14 @@ def fuse(predictions: list[Prediction],   # one subject's predictions, one per m
     if how == 'vote': decided = task.vote([p.labels for p in predictions], probabilities)
     else: decided = task.decide(torch.from_numpy(probabilities)[None])
     return Prediction(predictions[0].subject_id, probabilities, predictor.labels(predictor.postprocessed(decided)), predictions[0].reference)
+
+def ensemble_predictor(predictors: list[Predictor]) -> Predictor:
+    "The first predictor, cleaning the classes a majority of `predictors` chose to keep the largest component of: what fuses them."
+    if len(predictors) == 1: return predictors[0]
+    votes = [c for p in predictors for c in p.largest_component]
+    fuser = copy.copy(predictors[0])
+    fuser.largest_component = sorted(c for c in set(votes) if votes.count(c) > len(predictors) / 2)
+    return fuser
 
 # %% ../../nbs/11c_infer.ipynb #df76532f
 def planned_folds(folder: Path) -> list[Path]:
@@ -158,7 +167,7 @@ def predict(runs,                                  # a run folder, a k-fold fold
            ) -> Inference:
     "Predict every subject of `data_csv` with the fusion of `runs`, write each on its input's grid, and score them where the truth is given."
     predictors = load_predictors(runs, checkpoint, device, backend, partial)
-    first = predictors[0]
+    first, fuser = predictors[0], ensemble_predictor(predictors)
     check_fusion(fusion, first.task)
     slides = slide_subjects(data_csv) if first.cfg.modality == 'histo' else None
     if slides is None:
@@ -171,10 +180,11 @@ def predict(runs,                                  # a run folder, a k-fold fold
     out = claim_folder(Path(output_dir), '.medlab-predictions', 'give an empty folder or a new subfolder as output_dir',
                        earlier=lambda f: (f / 'inference.json').is_file())   # predictions.csv and masks never replace the user's files
     if slides is not None: table, scored = predict_slides(predictors, *slides, out, fusion), False
-    else: table = pd.DataFrame([first.task.write(fuse(predict_subject(predictors, s), first, fusion), out)
+    else: table = pd.DataFrame([first.task.write(fuse(predict_subject(predictors, s), fuser, fusion), out)
                                 for s in progress_bar(subjects, desc='predict')])
     write_text_atomic(out / 'predictions.csv', table.to_csv(index=False))
     write_json_atomic(out / 'inference.json', {'runs': [p.source for p in predictors], 'checkpoint': checkpoint, 'fusion': fusion, 'backend': backend,
+                                               'largest_component': fuser.largest_component,
                                                'data_csv': str(Path(data_csv).resolve()), 'medlab_version': medlab.__version__})
     evaluation = evaluate(out, data_csv, first.task.class_list or None, first.task.name, out) if scored else None
     return Inference(str(out), table, evaluation, [p.source for p in predictors], fusion)

@@ -20,12 +20,14 @@ from ..core.config import MedlabConfig, config_from_dict
 from ..core.errors import MedlabError
 from ..core.utils import write_text_atomic
 from ..datasets.fingerprint import fingerprint, save_fingerprint
+from ..nets.losses import deep_supervision_loss
 from ..nets.models import build_model
 
 # %% auto #0
-__all__ = ['ANISOTROPY', 'MIN_FEATURE', 'VOXEL_BUDGET', 'Decision', 'plan_yaml', 'target_spacing', 'grid_steps', 'intensity_step',
-           'topology', 'plan_patch', 'network', 'augmentation', 'schedule', 'sampling', 'step_seconds', 'expected_fit',
-           'PlanError', 'plan_decisions', 'nested', 'Plan', 'plan']
+__all__ = ['ANISOTROPY', 'MIN_FEATURE', 'VOXEL_BUDGET', 'MIN_STEPS', 'Decision', 'plan_yaml', 'target_spacing', 'grid_steps',
+           'intensity_step', 'topology', 'plan_patch', 'network', 'augmentation', 'schedule', 'inference', 'sampling',
+           'step_seconds', 'expected_fit', 'PlanError', 'plan_decisions', 'ensemble', 'nested', 'Plan', 'candidates',
+           'fitted_decisions', 'plan']
 
 # %% ../../nbs/23_plan.ipynb #c44d7129
 @dataclass
@@ -133,7 +135,7 @@ def plan_patch(median_shape: list[float], spacing: list[float], budget: int) -> 
     raise MedlabError(f'no patch of at most {budget} voxels found for a median shape {median_shape}')
 
 # %% ../../nbs/23_plan.ipynb #8bf14ef7
-def network(fp: dict, patch: list[int], strides, kernels, gpu: bool) -> list[Decision]:
+def network(fp: dict, patch: list[int], strides, kernels, gpu: bool, filters: int | None = None) -> list[Decision]:
     "The model block: DynUNet with the planned levels, instance norm, the channels and classes of the data."
     rgb = fp['channels'][0]['rgb']
     classes = [0, *sorted(int(c) for c in fp['classes'] if int(c) != 0)]
@@ -142,11 +144,14 @@ def network(fp: dict, patch: list[int], strides, kernels, gpu: bool) -> list[Dec
             Decision('model.architecture', 'dynunet', "MONAI's DynUNet (nnU-Net's network): its levels pool each axis as planned"),
             Decision('model.num_channels', 3 if rgb else len(fp['channels']), 'RGB: three channels' if rgb else 'one per Channel_ column'),
             Decision('model.class_list', classes, 'the label values found in the masks, background first'),
-            Decision('model.base_filters', 32 if gpu else 16, 'nnU-Net\'s 32 on a GPU; 16 on a CPU (a quarter of the work per step)'),
+            Decision('model.base_filters', filters or (32 if gpu else 16), 'nnU-Net\'s 32 on a GPU; 16 on a CPU (a quarter of the work per step)'),
             Decision('model.norm_type', 'instance', "instance norm, as nnU-Net: batches are small"),
             Decision('model.strides', strides, f'{levels}: an axis is pooled while it keeps {MIN_FEATURE}+ voxels and its '
                      'spacing is within twice the finest'),
-            Decision('model.kernel_sizes', kernels, '3 on axes within twice the finest spacing, 1 on a much coarser axis')]
+            Decision('model.kernel_sizes', kernels, '3 on axes within twice the finest spacing, 1 on a much coarser axis'),
+            *([Decision('model.deep_supervision', True, "the loss also scores the decoder's coarser outputs (nnU-Net's deep "
+                        'supervision): the lower levels learn from their own error, not only through the upper ones')]
+              if len(strides) >= 3 else [])]
 
 def augmentation(fp: dict) -> Decision:
     "nnU-Net's kind of augmentation, in medlab's names: rotation and scaling, gamma, noise, blur, mirroring on every axis (RGB: colour jitter too)."
@@ -172,6 +177,16 @@ def schedule(minutes: float) -> list[Decision]:
             Decision('learning_rate', 0.01, "nnU-Net's initial rate"),
             Decision('scheduler', {'type': 'poly', 'power': 0.9}, "nnU-Net's poly schedule over the epochs the budget allows")]
 
+def inference(fp: dict, patch: list[int]) -> list[Decision]:
+    "How whole images are predicted: Gaussian-weighted windows overlapping a quarter, mirrored on every axis, post-processing chosen on validation."
+    return [Decision('inference_mechanism.grid_aggregator_overlap', 'gaussian', 'window edges see the least context: each voxel is '
+                     'weighted towards the centre of the windows covering it (nnU-Net)'),
+            Decision('inference_mechanism.patch_overlap', min(patch) // 4, 'neighbouring windows share a quarter of the smallest side'),
+            Decision('inference_mechanism.mirror_axes', list(range(fp['dimension'])), 'test-time mirroring on the axes training '
+                     f"mirrors: the mean of {2 ** fp['dimension']} predictions per window"),
+            Decision('inference_mechanism.choose_postprocessing', True, 'when training ends, keep only the largest component of a '
+                     'class where that raises its validation Dice (postprocessing.json; every prediction of the run replays it)')]
+
 def sampling(fp: dict) -> Decision:
     "Patches centred on background half the time and on each foreground class equally the other half."
     fg = sorted(int(c) for c in fp['classes'] if int(c) != 0)
@@ -188,13 +203,12 @@ def step_seconds(cfg: MedlabConfig, outputs: int, repeats: int = 3) -> float:
     model = build_model(cfg.model, outputs).to(device)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     x = torch.randn(cfg.batch_size, cfg.model.num_channels, *cfg.spatial_patch_size, device=device)
-    y = torch.randint(0, outputs, (cfg.batch_size, *cfg.spatial_patch_size), device=device)
+    y = torch.nn.functional.one_hot(torch.randint(0, outputs, (cfg.batch_size, *cfg.spatial_patch_size), device=device), outputs).movedim(-1, 1).float()
+    loss = deep_supervision_loss(torch.nn.functional.cross_entropy) if cfg.model.deep_supervision else torch.nn.functional.cross_entropy
     times = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
-        out = model(x)
-        out = out[0] if isinstance(out, (list, tuple)) else out
-        torch.nn.functional.cross_entropy(out, y).backward(); opt.step(); opt.zero_grad()
+        loss(model(x), y).backward(); opt.step(); opt.zero_grad()
         if device.type == 'cuda': torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return float(np.median(times[1:]))
@@ -209,30 +223,42 @@ def expected_fit(seconds: float, minutes: float, subjects: int, batch: int, samp
 class PlanError(MedlabError, ValueError):
     "Data the planner cannot plan for; the message says what and what to do instead."
 
-def plan_decisions(fp: dict, minutes: float = 15, gpu: bool = False) -> list[Decision]:
-    "Every planned key for the fingerprint `fp`, with its reason, for a run of `minutes` on a GPU or a CPU."
+def plan_decisions(fp: dict, minutes: float = 15, gpu: bool = False,
+                   folds: int = 1,   # more than 1: that many cross-validation folds share the minutes, their models averaged
+                   filters: int | None = None,  # base filters (default: 32 on a GPU, 16 on a CPU)
+                   voxel_share: float = 1.0     # the share of the device's voxel budget a patch may take
+                  ) -> list[Decision]:
+    "Every planned key for the fingerprint `fp`, with its reason, for `minutes` of training on a GPU or a CPU."
     if fp.get('task') not in ('segmentation', None) or not fp.get('classes'):
         raise PlanError(f"the plan covers segmentation (masks in a Label column); this manifest's task is {fp.get('task')}: "
                         'write its config by hand (templates/configs) for now')
     d = fp['dimension']
     spacing, spacing_why = target_spacing(fp['channels'][0]['spacing'])
     median = [n * s / t for n, s, t in zip(fp['channels'][0]['size']['median'], fp['channels'][0]['spacing']['median'], spacing)]
-    budget = VOXEL_BUDGET[('gpu' if gpu else 'cpu', d)]
+    budget = int(VOXEL_BUDGET[('gpu' if gpu else 'cpu', d)] * voxel_share)
     patch, strides, kernels = plan_patch(median, spacing, budget)
     batch = 2 if d == 3 else (12 if gpu else 8)
     grid = grid_steps(fp, spacing, spacing_why)
-    return [*network(fp, patch, strides, kernels, gpu),
+    return [*network(fp, patch, strides, kernels, gpu, filters),
             Decision('patch_size', patch, f'the median image shape at {spacing} mm ({[round(m) for m in median]} voxels), cut to '
                      f"{budget} voxels for a {'GPU' if gpu else 'CPU'}; each side a multiple of its pooling"),
             Decision('batch_size', batch, f"{batch} patches a step ({d}D, {'GPU' if gpu else 'CPU'})"),
             *grid,
             intensity_step(fp['channels']),
-            augmentation(fp), sampling(fp),
+            augmentation(fp), sampling(fp), *inference(fp, patch),
             Decision('loss_function', 'dcce', "Dice + cross-entropy (nnU-Net's): overlap for small structures, calibrated probabilities"),
             Decision('metrics', ['dice', 'dice_per_label'], 'mean and per-class Dice; the first picks the best epoch'),
-            *schedule(minutes),
+            *schedule(minutes / folds),
             Decision('num_epochs', 1000, 'an upper bound: the budget sets the epochs'),
-            Decision('budget', {'minutes': minutes}, 'training measures its first steps here and sizes its epochs to this')]
+            *ensemble(minutes, folds)]
+
+def ensemble(minutes: float, folds: int) -> list[Decision]:
+    "The budget of one run; with `folds` > 1, the folds that share `minutes` (nnU-Net's five-fold ensemble, in the user's time)."
+    if folds == 1: return [Decision('budget', {'minutes': minutes}, 'training measures its first steps here and sizes its epochs to this')]
+    return [Decision('nested_training', {'testing': 1, 'validation': folds}, f'{folds} folds, each subject validates once: '
+                     f'`medlab kfold` trains them, and `medlab.predict` on their folder averages the {folds} models'),
+            Decision('budget', {'minutes': round(minutes / folds, 2)}, f'{minutes:g} minutes shared by {folds} folds trained one '
+                     'after another; each measures its first steps and sizes its epochs to this')]
 
 # %% ../../nbs/23_plan.ipynb #6398ad1f
 def nested(decisions: list[Decision]) -> dict:
@@ -259,6 +285,31 @@ class Plan:
         "The decisions as a table (key, value, why), for a notebook."
         return pd.DataFrame([{'key': d.key, 'value': _flow(d.value), 'why': d.why} for d in self.decisions])
 
+# %% ../../nbs/23_plan.ipynb #635659a9
+MIN_STEPS = 1000   # steps a budget should buy: Adam trains a U-Net on a small dataset to most of its quality in about this many
+
+def candidates(gpu: bool) -> list[tuple[int, float]]:
+    "(base filters, share of the voxel budget) to try, largest first: fewer filters before a smaller patch."
+    f = 32 if gpu else 16
+    return [(f, 1.0), (f // 2, 1.0), (f // 2, 0.5), (f // 2, 0.25)]
+
+def fitted_decisions(fp: dict, minutes: float, gpu: bool, folds: int,
+                     seconds_of,             # seconds a training step of a config takes here (`step_seconds`)
+                    ) -> tuple[list[Decision], dict]:
+    "The first candidate network whose steps fit `MIN_STEPS` in the budget (else the smallest), and what it expects."
+    tried = []
+    for filters, share in candidates(gpu):
+        decisions = plan_decisions(fp, minutes, gpu, folds, filters, share)
+        config = config_from_dict(nested(decisions), 'the plan')
+        expected = expected_fit(seconds_of(config), minutes / folds, fp['subjects'], config.batch_size, config.q_samples_per_volume,
+                                1 / folds if folds > 1 else 0.2)
+        if expected['steps'] >= MIN_STEPS: break
+        tried.append(f"{filters} filters and a {'x'.join(map(str, config.patch_size))} patch buy {expected['steps']} steps")
+    if tried and len(tried) < len(candidates(gpu)):
+        note = f"; {', '.join(tried)} here in {minutes / folds:g} minutes ({MIN_STEPS} wanted)"
+        decisions = [Decision(d.key, d.value, d.why + note) if d.key in ('model.base_filters', 'patch_size') else d for d in decisions]
+    return decisions, expected
+
 # %% ../../nbs/23_plan.ipynb #e7bf04d7
 def plan(data_csv: str | Path,              # the manifest (SubjectID, Channel_0.., Label)
          output: str | Path | None = None,  # the YAML to write (fingerprint.json and .png go beside it); None: nothing written
@@ -266,12 +317,16 @@ def plan(data_csv: str | Path,              # the manifest (SubjectID, Channel_0
          modality: str | None = None,       # CT, MR, RGB...; None: guessed from the values
          device: str = 'auto',              # plan for a gpu, a cpu, or auto (this machine's)
          output_dir: str | Path | None = None,  # the planned run's folder; None: runs/<the YAML's name>
-         measure: bool = True               # time a few steps of the planned network here (what fits the budget)
+         measure: bool = True,              # time a few steps of the planned network here (what fits the budget)
+         folds: int = 1                     # more than 1: a fold ensemble (`medlab kfold`) shares the minutes
         ) -> Plan:
     "Read the data, decide every key by the rules above, and return (and write) a medlab config that trains within `minutes`."
     fp = fingerprint(data_csv, modality=modality)
     gpu = device == 'gpu' or (device == 'auto' and _has_gpu())
-    decisions = plan_decisions(fp, minutes, gpu)
+    if folds < 1 or folds > fp['subjects']:
+        raise PlanError(f'folds={folds}: give 1 (one run) or 2..{fp["subjects"]} (a fold ensemble; {fp["subjects"]} subjects)')
+    if measure: decisions, expected = fitted_decisions(fp, minutes, gpu, folds, lambda c: step_seconds(c, len(c.model.class_list)))
+    else: decisions, expected = plan_decisions(fp, minutes, gpu, folds), {}
     folder = Path(output).resolve().parent if output else Path.cwd()
     csv = Path(data_csv).resolve()
     run = Path(output_dir) if output_dir else Path('runs') / (Path(output).stem if output else 'planned')
@@ -279,11 +334,7 @@ def plan(data_csv: str | Path,              # the manifest (SubjectID, Channel_0
              Decision('output_dir', str(run), 'the run folder')]
     decisions = where + decisions
     config = config_from_dict(nested(decisions), 'the plan', base=folder)   # a plan that does not validate is a bug, said here
-    expected = {}
-    if measure:
-        seconds = step_seconds(config, len(config.model.class_list))
-        expected = expected_fit(seconds, minutes, fp['subjects'], config.batch_size, config.q_samples_per_volume)
-    text = plan_yaml(decisions, _header(fp, csv, minutes, gpu, expected))
+    text = plan_yaml(decisions, _header(fp, csv, minutes, gpu, expected, folds))
     result = Plan(decisions, text, config, fp, expected)
     if output:
         result.path = Path(output)
@@ -294,7 +345,7 @@ def plan(data_csv: str | Path,              # the manifest (SubjectID, Channel_0
 
 def _has_gpu() -> bool: return torch.cuda.is_available()
 
-def _header(fp: dict, csv: Path, minutes: float, gpu: bool, expected: dict) -> str:
+def _header(fp: dict, csv: Path, minutes: float, gpu: bool, expected: dict, folds: int = 1) -> str:
     "The YAML's opening comment: what was planned from what, and what should fit the budget here."
     c = fp['channels'][0]
     lines = [f"Planned by medlab.plan from {fp['read']} of {fp['subjects']} subjects in {csv.name} ({fp['dimension']}D, "
@@ -303,5 +354,9 @@ def _header(fp: dict, csv: Path, minutes: float, gpu: bool, expected: dict) -> s
              "Each key below says why it was chosen; edit any of them. fingerprint.json and fingerprint.png hold what was measured."]
     if expected:
         lines.append(f"Expected here: {expected['seconds_per_step']} s a training step, so about {expected['steps']} steps "
-                     f"({expected['epochs']} epochs of {expected['steps_per_epoch']}) in the budget; the run measures again and sizes its epochs.")
+                     f"({expected['epochs']} epochs of {expected['steps_per_epoch']}) in {'each fold' if folds > 1 else 'the budget'}; "
+                     'the run measures again and sizes its epochs.')
+    if folds > 1:
+        lines.append(f'A fold ensemble: `medlab kfold THIS.yaml` trains the {folds} folds one after another ({minutes / folds:g} minutes each); '
+                     '`medlab.predict` on the k-fold folder averages their models.')
     return '\n'.join(lines)
