@@ -311,6 +311,10 @@ def main():
     ap.add_argument('--seed', type=int, default=0, help="the data's seed")
     ap.add_argument('--minutes', type=float, default=15, help='budget of the planned and the default run')
     ap.add_argument('--ablation-minutes', type=float, default=None, help='budget of each retrained ablation (default: --minutes)')
+    ap.add_argument('--ablation-epochs', type=int, default=None, help='retrained ablations train exactly this many epochs (no '
+                    "budget): the planned run's epochs give an equal-work ablation that another job's load cannot change")
+    ap.add_argument('--plan-yaml', default=None, help="reuse this planned YAML (an earlier run's) instead of planning again: "
+                    'planning times the network here, so a busy machine could plan another one')
     ap.add_argument('--only', default=None, help='comma-separated runs: planned, default, no_deep_supervision, flip_only_augmentation, '
                     'per_image_zscore, no_tta, no_postprocessing (default: all)')
     ap.add_argument('--quick', action='store_true', help='smoke run: 8+4 subjects of 32x32x32, 0.5-minute budgets')
@@ -338,12 +342,14 @@ def main():
     rows, planned, p_planned, plan_info = [], None, None, {}
     needs_plan = [r for r in only if r != 'default']
     if needs_plan:
-        yaml_path = WORK / f'planned_{tag}.yaml'
-        t1 = time.time()
-        plan = medlab.plan(train_csv, yaml_path, minutes=minutes, output_dir=runs / 'planned')
-        plan_info = {'plan_s': round(time.time() - t1, 1), 'yaml': str(yaml_path), 'expected': plan.expected,
-                     'decisions': {d.key: d.value for d in plan.decisions if d.key not in ('data_csv', 'output_dir')}}
-        print(f"planned {yaml_path} in {plan_info['plan_s']} s: expected {plan.expected}", flush=True)
+        yaml_path = Path(args.plan_yaml) if args.plan_yaml else WORK / f'planned_{tag}.yaml'
+        if args.plan_yaml: plan_info = {'yaml': str(yaml_path), 'reused': True}; print(f'reusing the plan {yaml_path}', flush=True)
+        else:
+            t1 = time.time()
+            plan = medlab.plan(train_csv, yaml_path, minutes=minutes, output_dir=runs / 'planned')
+            plan_info = {'plan_s': round(time.time() - t1, 1), 'yaml': str(yaml_path), 'expected': plan.expected,
+                         'decisions': {d.key: d.value for d in plan.decisions if d.key not in ('data_csv', 'output_dir')}}
+            print(f"planned {yaml_path} in {plan_info['plan_s']} s: expected {plan.expected}", flush=True)
         planned = planned_raw(yaml_path, runs / 'planned', minutes)
     if 'planned' in only or {'no_tta', 'no_postprocessing'} & set(only):
         row, p_planned = train_and_score('planned', planned, test_rows, 'medlab.plan, unchanged')
@@ -358,6 +364,9 @@ def main():
             if name not in only: continue
             if raw is None: rows.append({'run': name, 'note': note}); print(f'{name}: {note}', flush=True); continue
             raw = {**raw, 'output_dir': str(runs / name), 'budget': {'minutes': ab_minutes}}
+            if args.ablation_epochs:   # equal work: the planned run's epochs, whatever the machine's load
+                raw = {**{k: v for k, v in raw.items() if k != 'budget'}, 'num_epochs': args.ablation_epochs}
+                note += f' ({args.ablation_epochs} epochs, no budget)'
             rows.append(train_and_score(name, raw, test_rows, note)[0])
 
     print('\n' + table(rows))

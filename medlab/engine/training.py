@@ -179,7 +179,6 @@ class Trainer:
             self.net = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == 'cuda' else None)
         self.penalty = training_penalty(cfg, task, split.training)
         self.loss_fn = build_loss(cfg.loss_function, cfg.model.final_layer, self.penalty if cfg.weighted_loss else None, **cfg.loss_options)
-        self.train_loss = deep_supervision_loss(self.loss_fn) if cfg.model.deep_supervision else self.loss_fn  # over the coarser outputs too
         self.predictor.mirror_axes = ()   # epochs validate unmirrored (2-8x faster, as nnU-Net); `finish` predicts as inference will
         self.queue = PatchQueue(split.training, cfg, self.predictor.reader, self.penalty, shard)
         self.metrics = {kind: self.new_metrics() for kind in LOG_KINDS}
@@ -195,6 +194,11 @@ class Trainer:
 
     @property
     def monitor(self) -> str: return self.stopping.monitor
+
+    @property
+    def train_loss(self):
+        "The loss of a training step: `loss_fn` (which FedProx wraps), over the coarser outputs too with deep supervision."
+        return deep_supervision_loss(self.loss_fn) if self.cfg.model.deep_supervision else self.loss_fn
 
     def new_metrics(self) -> list:
         "Fresh metrics of the config, over the classes the task scores."

@@ -128,7 +128,7 @@ def tune_trainer(trainer,                 # a `medlab.engine.training.Trainer` (
                  num_iter: int = 100      # steps of the learning-rate range test
                 ) -> tuple[MedlabConfig, dict]:
     "The trainer's config with `batch_size` and/or `learning_rate` found as `auto_batch_size_find` and `auto_lr_find` ask; and what was found."
-    cfg, model, loss, device = trainer.cfg, trainer.model, trainer.loss_fn, trainer.device
+    cfg, model, loss, device = trainer.cfg, trainer.model, trainer.train_loss, trainer.device
     loader = trainer.queue.epoch(1)
     found = {}
     if cfg.auto_batch_size_find:

@@ -24,10 +24,10 @@ from ..nets.losses import deep_supervision_loss
 from ..nets.models import build_model
 
 # %% auto #0
-__all__ = ['ANISOTROPY', 'MIN_FEATURE', 'VOXEL_BUDGET', 'MIN_STEPS', 'Decision', 'plan_yaml', 'target_spacing', 'grid_steps',
-           'intensity_step', 'topology', 'plan_patch', 'network', 'augmentation', 'schedule', 'inference', 'sampling',
-           'step_seconds', 'expected_fit', 'PlanError', 'plan_decisions', 'ensemble', 'nested', 'Plan', 'candidates',
-           'fitted_decisions', 'plan']
+__all__ = ['LINE', 'ANISOTROPY', 'MIN_FEATURE', 'VOXEL_BUDGET', 'MIN_STEPS', 'Decision', 'plan_yaml', 'target_spacing',
+           'grid_steps', 'intensity_step', 'topology', 'plan_patch', 'network', 'augmentation', 'schedule', 'inference',
+           'sampling', 'step_seconds', 'expected_fit', 'PlanError', 'plan_decisions', 'ensemble', 'nested', 'Plan',
+           'candidates', 'fitted_decisions', 'plan']
 
 # %% ../../nbs/23_plan.ipynb #c44d7129
 @dataclass
@@ -41,6 +41,8 @@ def _flow(value) -> str:
     "A value as one line of YAML (lists and mappings in flow style)."
     return yaml.safe_dump(value, default_flow_style=True, width=10_000, sort_keys=False).strip().removesuffix('\n...').strip()
 
+LINE = 100   # a mapping longer than this on one line is written one entry a line
+
 def plan_yaml(decisions: list[Decision], header: str = '') -> str:
     "The YAML of `decisions`: top-level keys in their order, a block for dotted keys, each preceded by its reason as a comment."
     lines = [f'# {line}' if line else '#' for line in header.splitlines()]
@@ -48,7 +50,10 @@ def plan_yaml(decisions: list[Decision], header: str = '') -> str:
     for d in decisions: blocks.setdefault(d.key.split('.')[0], []).append(d)
     for top, items in blocks.items():
         if len(items) == 1 and '.' not in items[0].key:
-            lines += [f'# {items[0].why}', f'{top}: {_flow(items[0].value)}']
+            value = items[0].value
+            if isinstance(value, dict) and len(_flow(value)) > LINE:   # a long mapping: one line per entry
+                lines += [f'# {items[0].why}', f'{top}:', *(f'  {k}: {_flow(v)}' for k, v in value.items())]
+            else: lines += [f'# {items[0].why}', f'{top}: {_flow(value)}']
             continue
         lines.append(f'{top}:')
         for d in items: lines += [f'  # {d.why}', f"  {d.key.split('.', 1)[1]}: {_flow(d.value)}"]
@@ -306,7 +311,7 @@ def fitted_decisions(fp: dict, minutes: float, gpu: bool, folds: int,
         if expected['steps'] >= MIN_STEPS: break
         tried.append(f"{filters} filters and a {'x'.join(map(str, config.patch_size))} patch buy {expected['steps']} steps")
     if tried and len(tried) < len(candidates(gpu)):
-        note = f"; {', '.join(tried)} here in {minutes / folds:g} minutes ({MIN_STEPS} wanted)"
+        note = f"; made smaller to fit the minutes: {', '.join(tried)} here in {minutes / folds:g} minutes ({MIN_STEPS} wanted)"
         decisions = [Decision(d.key, d.value, d.why + note) if d.key in ('model.base_filters', 'patch_size') else d for d in decisions]
     return decisions, expected
 
