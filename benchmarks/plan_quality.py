@@ -54,6 +54,7 @@ from scipy.spatial.transform import Rotation
 import medlab
 from medlab.core.config import InferenceConfig, ModelConfig
 from medlab.datasets.io import read_image, to_array
+from medlab.engine.postprocessing import class_dice
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / '_work' / 'plan_quality'
@@ -237,12 +238,6 @@ def ablations(planned: dict) -> dict[str, tuple[dict | None, str]]:
 
 
 # ---------------------------------------------------------------- runs and scores
-def dice(pred: np.ndarray, truth: np.ndarray, c: int) -> float:
-    a, b = pred == c, truth == c
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
-
-
 def score(predictor, test_rows: list[dict]) -> dict:
     "Mean Dice per class over the test subjects, and its mean over classes."
     per = {c: [] for c in CLASSES}
@@ -250,7 +245,7 @@ def score(predictor, test_rows: list[dict]) -> dict:
         labels = np.asarray(predictor.predict([r['Channel_0']], r['SubjectID']).labels)
         truth = to_array(read_image(r['Label']), np.uint8)[0]   # (x, y, z), the predictor's order
         if labels.shape != truth.shape: raise ValueError(f"{r['SubjectID']}: prediction {labels.shape} but label {truth.shape}")
-        for c in CLASSES: per[c].append(dice(labels, truth, c))
+        for c in CLASSES: per[c].append(class_dice(labels, truth, c))   # medlab's own: both empty count 1
     by_class = {c: round(float(np.mean(v)), 4) for c, v in per.items()}
     return {'dice': round(float(np.mean(list(by_class.values()))), 4), 'dice_per_class': by_class}
 

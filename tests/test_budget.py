@@ -46,9 +46,13 @@ def budget_events(run_dir) -> list[dict]:
 def test_max_steps_gives_the_exact_epochs_and_a_finished_run_is_done(tmp_path):
     "10 steps of 4 an epoch: 3 epochs, though num_epochs says 1; a second train() of the same config trains nothing."
     cfg = budget_config(tmp_path, {'max_steps': 10}, num_epochs=1)
-    result = medlab.train(cfg)
+    lines = []
+    class Lines(Callback):
+        def on_epoch_end(self, trainer, record): lines.append(record.line)
+    result = medlab.train(cfg, callbacks=[Lines()])
     run = RunFolder(result.output_dir)
     assert (result.epochs_run, result.num_epochs) == (3, 3)
+    assert lines[0].startswith('epoch 1/3: ') and lines[-1].endswith(' (budget 10 steps)')   # the line says why 3
     assert list(run.logs('training').epoch) == [1, 2, 3]
     assert run.metrics()['budget'] == {'max_steps': 10, 'epochs': 3, 'ended_on_time': False}
     [event] = budget_events(run.path)

@@ -7,7 +7,7 @@ import SimpleITK as sitk
 import torch
 
 import medlab
-from medlab.engine.postprocessing import class_dice
+from medlab.engine.postprocessing import class_dice, keep_largest, write_postprocessing
 from medlab.engine.run import RunFolder
 from conftest import tiny_config
 
@@ -33,12 +33,14 @@ def test_a_run_chooses_postprocessing_on_mirrored_validation_and_its_predictors_
     raw = medlab.load_run(run.path)
     assert raw.mirror_axes == (0, 1) and raw.largest_component == chosen['largest_component']
     raw.largest_component = []
-    for c in ('1', '2'):
-        scores = chosen['validation_dice'][c]
-        dice = [class_dice(torch.as_tensor(raw.predict(s.channels[0]).labels),
-                           torch.as_tensor(sitk.GetArrayFromImage(sitk.ReadImage(s.label)).T), int(c)) for s in split.validation]
-        assert abs(np.mean(dice) - scores['as_predicted']) < 1e-9, (c, dice, scores)
-        assert (int(c) in chosen['largest_component']) == (scores['largest_component'] > scores['as_predicted'])
+    pairs = [(torch.as_tensor(raw.predict(s.channels[0]).labels), torch.as_tensor(sitk.GetArrayFromImage(sitk.ReadImage(s.label)).T))
+             for s in split.validation]
+    for c in (1, 2):   # both means recomputed here from the predictor's own predictions: the choice was made on them
+        before = np.mean([class_dice(p, t, c) for p, t in pairs])
+        after = np.mean([class_dice(keep_largest(p[None], [c])[0], t, c) for p, t in pairs])
+        scores = chosen['validation_dice'][str(c)]
+        assert abs(before - scores['as_predicted']) < 1e-9 and abs(after - scores['largest_component']) < 1e-9, (c, before, after, scores)
+        assert (c in chosen['largest_component']) == (after > before)
 
     # mirroring is on in the run's predictor: without it the probabilities differ
     predictor, subject = medlab.load_run(run.path), split.testing[0]
@@ -52,3 +54,12 @@ def test_a_run_chooses_postprocessing_on_mirrored_validation_and_its_predictors_
     openvino = medlab.load_run(run.path, backend='openvino')
     assert openvino.mirror_axes == (0, 1) and openvino.largest_component == chosen['largest_component']
     assert (openvino.predict(subject.channels[0]).labels == mirrored.labels).mean() > 0.999
+
+    # a choice that cleans both classes (whatever this tiny run chose) is what both backends then apply
+    write_postprocessing(run, {'largest_component': [1, 2]}, 'best', run.checkpoint('best')['epoch'])
+    raw.largest_component, cleaned = [], medlab.load_run(run.path)
+    unclean = torch.as_tensor(raw.predict(subject.channels[0]).labels)
+    np.testing.assert_array_equal(cleaned.predict(subject.channels[0]).labels, keep_largest(unclean[None], [1, 2])[0].numpy())
+    openvino = medlab.load_run(run.path, backend='openvino')
+    assert openvino.largest_component == [1, 2] and (openvino.predict(subject.channels[0]).labels == cleaned.predict(subject.channels[0]).labels).mean() > 0.999
+    assert medlab.load_run(run.path, checkpoint='latest').largest_component == []   # chosen for the best model, not the latest

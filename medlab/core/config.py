@@ -496,6 +496,17 @@ class MedlabConfig(Strict):
     _check_patch = model_validator(mode='after')(_patch_fits)
 
     @model_validator(mode='after')
+    def _postprocessing_choosable(self):
+        if not self.inference_mechanism.choose_postprocessing: return self
+        task = catalog.task_name(self.model.architecture, self.loss_function)
+        if task != 'segmentation' or self.model.regions:
+            raise ValueError(f"inference_mechanism.choose_postprocessing keeps a class's largest component in a map of classes; this "
+                             f"config makes {'overlapping regions' if task == 'segmentation' else 'a ' + task + ' run'}: remove it")
+        if self.federated is not None:
+            raise ValueError('inference_mechanism.choose_postprocessing: a federated run does not choose its post-processing yet; remove it')
+        return self
+
+    @model_validator(mode='after')
     def _mirror_axes_fit(self):
         if axes := [a for a in self.inference_mechanism.mirror_axes if a >= self.model.dimension]:
             raise ValueError(f'inference_mechanism.mirror_axes {self.inference_mechanism.mirror_axes}: axis {axes[0]} is not an axis '

@@ -146,7 +146,7 @@ def export_run(run: str | Path,                              # a run folder
             row = {'format': 'openvino', 'precision': p, 'file': str(xml), 'size_mb': _size_mb(xml, xml.with_suffix('.bin')),
                    **{k: v for k, v in parity(reference, net, patches).items() if k != 'logit_range'}, 'ms_per_window': _latency(net, patches[0])}
             if base_score is not None and p != 'fp32':
-                row['metric_change'] = validation_score(Predictor(net, predictor.cfg, predictor.task, 'cpu'), run) - base_score
+                row['metric_change'] = validation_score(Predictor(net, predictor.cfg, predictor.task, 'cpu', largest_component=predictor.largest_component), run) - base_score
             rows.append(row)
     if 'onnx' in formats:
         path = save_onnx(torch_net, patches[0], out / 'model.onnx')

@@ -18,8 +18,8 @@ from ..core.utils import write_json_atomic
 from .run import RunFolder
 
 # %% auto #0
-__all__ = ['keep_largest', 'class_dice', 'choose_largest_component', 'PostprocessingError', 'write_postprocessing',
-           'read_postprocessing']
+__all__ = ['keep_largest', 'class_dice', 'choose_largest_component', 'PostprocessingError', 'class_indices',
+           'write_postprocessing', 'read_postprocessing']
 
 # %% ../../nbs/10f_postprocessing.ipynb #9b986338
 def keep_largest(indices: torch.Tensor,   # class indices (1, x, y[, z]) of one image
@@ -53,18 +53,22 @@ def choose_largest_component(pairs: list[tuple[torch.Tensor, torch.Tensor]],  # 
 class PostprocessingError(MedlabError, ValueError):
     "A run's postprocessing.json that cannot be read."
 
-def write_postprocessing(run: RunFolder, choice: dict, checkpoint: str = 'best'):
-    "Record `choice` (from `choose_largest_component`) in the run folder, atomically."
-    write_json_atomic(run.path / run.postprocessing_file, {**choice, 'checkpoint': checkpoint})
+def class_indices(value) -> bool:
+    "True for a list of foreground class indices (whole numbers above 0), as a choice is recorded."
+    return isinstance(value, list) and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in value)
 
-def read_postprocessing(run: RunFolder) -> list[int]:
-    "The class indices whose largest component a run keeps ([] when it chose none or never chose)."
+def write_postprocessing(run: RunFolder, choice: dict, checkpoint: str = 'best', epoch: int | None = None):
+    "Record `choice` (from `choose_largest_component`) for the `checkpoint` of `epoch`, atomically."
+    write_json_atomic(run.path / run.postprocessing_file, {**choice, 'checkpoint': checkpoint, 'epoch': epoch})
+
+def read_postprocessing(run: RunFolder, checkpoint: str = 'best', epoch: int | None = None) -> list[int]:
+    "The class indices whose largest component the `checkpoint` of `epoch` keeps ([] when none, never chosen, or chosen for another model)."
     path = run.path / run.postprocessing_file
     if not path.is_file(): return []
-    try:
-        kept = json.loads(path.read_text())['largest_component']
-        if not all(isinstance(c, int) and c > 0 for c in kept): raise ValueError(kept)
-        return list(kept)
-    except (ValueError, KeyError, TypeError):
+    try: record = json.loads(path.read_text())
+    except ValueError: record = None
+    if not (isinstance(record, dict) and class_indices(record.get('largest_component'))):
         raise PostprocessingError(f'{path} is not a post-processing choice medlab wrote (it needs "largest_component": '
-                                  '[class indices]); delete it to predict without the choice, or train the run again') from None
+                                  '[class indices]); delete it to predict without the choice, or train the run again')
+    if record.get('checkpoint') != checkpoint or (epoch is not None and record.get('epoch') != epoch): return []
+    return list(record['largest_component'])

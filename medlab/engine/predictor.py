@@ -295,7 +295,8 @@ def from_run(cls: Predictor, run: str | Path | RunFolder,   # the run folder
         first = str(e).split('\n\t')[1 if '\n\t' in str(e) else 0][:200]
         raise RunError(f'{run.checkpoint_path(checkpoint)} does not fit the network {run.config_file} describes '
                        f'({cfg.model.architecture}, {cfg.model.num_channels} channel(s), {task.outputs} output(s)): {first}') from None
-    return cls(model, cfg, task, device, source=str(run.checkpoint_path(checkpoint).resolve()), largest_component=read_postprocessing(run))
+    kept = read_postprocessing(run, checkpoint, state.get('epoch')) if cfg.inference_mechanism.choose_postprocessing else []
+    return cls(model, cfg, task, device, source=str(run.checkpoint_path(checkpoint).resolve()), largest_component=kept)
 
 def load_run(path: str | Path,                        # a run folder
              checkpoint: str = 'best',                 # 'best', 'latest' or 'initial'

@@ -274,7 +274,7 @@ def prepare(self: RunFolder, fresh: bool = False):
     for pattern in self.own_folders:
         for folder in self.path.glob(pattern): remove_temporaries(folder)
     if fresh:
-        for name in [*CHECKPOINTS.values(), self.metrics_file, self.events_file]: (self.path / name).unlink(missing_ok=True)
+        for name in [*CHECKPOINTS.values(), self.metrics_file, self.events_file, self.postprocessing_file]: (self.path / name).unlink(missing_ok=True)
         for old in (self.path / 'epochs').glob('model_epoch_*.pt'): old.unlink()
 
 # %% ../../nbs/10a_run.ipynb #5be03437

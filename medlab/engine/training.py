@@ -458,6 +458,7 @@ def epoch_record(self: Trainer, train_row: dict, val_row: dict, spent: list[floa
     epoch, n, stopped, best = val_row['epoch'], self.cfg.num_epochs, self.stopping.should_stop, self.stopping.best_epoch
     eta = 0.0 if stopped else float(np.mean(spent)) * (n - epoch)
     line = epoch_line(epoch, n, train_row, val_row, self.monitor, best == epoch, spent[-1], eta)
+    if self.cfg.budget is not None: line += f' (budget {budget_words(self.cfg.budget)})'   # why n is what it is
     return EpochRecord(epoch, n, dict(train_row), dict(val_row), spent[-1], eta, best, self.monitor, line, str(self.run.path), stopped)
 
 @patch
@@ -487,9 +488,10 @@ def finish(self: Trainer) -> TrainResult:
     testing = None
     (self.run.path / self.run.postprocessing_file).unlink(missing_ok=True)   # an earlier finish's choice is not this model's
     if self.run.has('best'):
-        self.model.load_state_dict(self.run.checkpoint('best')['model'])
+        best = self.run.checkpoint('best')
+        self.model.load_state_dict(best['model'])
         self.predictor.mirror_axes = tuple(self.cfg.inference_mechanism.mirror_axes)
-        if self.cfg.inference_mechanism.choose_postprocessing: self.choose_postprocessing()
+        if self.cfg.inference_mechanism.choose_postprocessing: self.choose_postprocessing(best['epoch'])
         if self.split.testing: testing = self.evaluate(self.split.testing, self.new_metrics(), 'testing', 'test')
         if self.cfg.save_training:   # the best model's predictions of the subjects it learnt from
             self.evaluate(self.split.training, self.new_metrics(), 'training', 'training subjects')
@@ -500,7 +502,8 @@ def finish(self: Trainer) -> TrainResult:
 
 @patch
 @torch.no_grad()
-def choose_postprocessing(self: Trainer) -> dict | None:
+def choose_postprocessing(self: Trainer, epoch: int | None = None   # the epoch of the best model it is chosen for
+                         ) -> dict | None:
     "Keep only the largest component of the classes where that raises the validation Dice (`medlab.engine.postprocessing`); None for tasks without class maps."
     if self.task.name != 'segmentation' or self.cfg.model.regions: return None   # overlapping regions: no one class per voxel
     self.predictor.largest_component = []
@@ -510,7 +513,7 @@ def choose_postprocessing(self: Trainer) -> dict | None:
         decided = self.predictor.decide(self.predictor.logits(torch.as_tensor(data['image'])[None]))
         pairs.append((decided[0].cpu(), torch.as_tensor(data['label'])))
     choice = choose_largest_component(pairs, list(range(1, self.task.outputs)))
-    write_postprocessing(self.run, choice)
+    write_postprocessing(self.run, choice, 'best', epoch)
     self.run.log_event('postprocessing', **choice)
     self.predictor.largest_component = choice['largest_component']
     return choice

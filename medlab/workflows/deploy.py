@@ -30,6 +30,7 @@ from ..nets.models import build_model, network_spec
 from ..engine.privacy import run_network
 from ..engine.backends import OpenVINONetwork   # older code imported it from here
 from ..engine.export import ExportResult, export_run, sample_patches, save_openvino, to_openvino
+from ..engine.postprocessing import class_indices
 from ..engine.predictor import Predictor, load_run, mirrors
 from ..engine.run import RunFolder
 
@@ -119,7 +120,7 @@ def read_description(path: Path) -> dict:
         raise PackageError(f"{file}: key 'versions.medlab' is {'missing' if made is None else repr(made)}, not a version such as "
                            f"'{medlab.__version__}'; {fix}")
     kept = description.get('largest_component', [])   # packages made before it was chosen have none
-    if not (isinstance(kept, list) and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in kept)):
+    if not class_indices(kept):
         raise PackageError(f"{file}: key 'largest_component' is {kept!r}, not a list of class indices; {fix}")
     return description
 

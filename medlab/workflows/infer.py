@@ -184,7 +184,7 @@ def predict(runs,                                  # a run folder, a k-fold fold
                                 for s in progress_bar(subjects, desc='predict')])
     write_text_atomic(out / 'predictions.csv', table.to_csv(index=False))
     write_json_atomic(out / 'inference.json', {'runs': [p.source for p in predictors], 'checkpoint': checkpoint, 'fusion': fusion, 'backend': backend,
-                                               'largest_component': fuser.largest_component,
+                                               'largest_component': fuser.largest_component if slides is None else [],   # slides: none chosen
                                                'data_csv': str(Path(data_csv).resolve()), 'medlab_version': medlab.__version__})
     evaluation = evaluate(out, data_csv, first.task.class_list or None, first.task.name, out) if scored else None
     return Inference(str(out), table, evaluation, [p.source for p in predictors], fusion)

@@ -310,8 +310,10 @@ def fitted_decisions(fp: dict, minutes: float, gpu: bool, folds: int,
                                 1 / folds if folds > 1 else 0.2)
         if expected['steps'] >= MIN_STEPS: break
         tried.append(f"{filters} filters and a {'x'.join(map(str, config.patch_size))} patch buy {expected['steps']} steps")
-    if tried and len(tried) < len(candidates(gpu)):
-        note = f"; made smaller to fit the minutes: {', '.join(tried)} here in {minutes / folds:g} minutes ({MIN_STEPS} wanted)"
+    fits = expected['steps'] >= MIN_STEPS
+    if shown := tried if fits else tried[:-1]:
+        note = (f"; made smaller to fit the minutes: {', '.join(shown)} here in {minutes / folds:g} minutes ({MIN_STEPS} wanted)"
+                + ('' if fits else f"; the smallest buys {expected['steps']}: a longer budget would train better"))
         decisions = [Decision(d.key, d.value, d.why + note) if d.key in ('model.base_filters', 'patch_size') else d for d in decisions]
     return decisions, expected
 
