@@ -24,10 +24,10 @@ from ..nets.losses import deep_supervision_loss
 from ..nets.models import build_model
 
 # %% auto #0
-__all__ = ['LINE', 'ANISOTROPY', 'MIN_FEATURE', 'VOXEL_BUDGET', 'MIN_STEPS', 'Decision', 'plan_yaml', 'target_spacing',
-           'grid_steps', 'intensity_step', 'topology', 'plan_patch', 'network', 'augmentation', 'schedule', 'inference',
-           'sampling', 'step_seconds', 'expected_fit', 'PlanError', 'plan_decisions', 'ensemble', 'nested', 'Plan',
-           'candidates', 'fitted_decisions', 'plan']
+__all__ = ['LINE', 'ANISOTROPY', 'MIN_FEATURE', 'VOXEL_BUDGET', 'LIGHT_STEPS', 'MIN_STEPS', 'Decision', 'plan_yaml',
+           'target_spacing', 'grid_steps', 'intensity_step', 'topology', 'plan_patch', 'network', 'augmentation',
+           'schedule', 'inference', 'sampling', 'step_seconds', 'expected_fit', 'PlanError', 'plan_decisions',
+           'ensemble', 'nested', 'Plan', 'candidates', 'fitted_decisions', 'plan']
 
 # %% ../../nbs/23_plan.ipynb #c44d7129
 @dataclass
@@ -158,8 +158,12 @@ def network(fp: dict, patch: list[int], strides, kernels, gpu: bool, filters: in
                         'supervision): the lower levels learn from their own error, not only through the upper ones')]
               if len(strides) >= 3 else [])]
 
-def augmentation(fp: dict) -> Decision:
-    "nnU-Net's kind of augmentation, in medlab's names: rotation and scaling, gamma, noise, blur, mirroring on every axis (RGB: colour jitter too)."
+LIGHT_STEPS = 4000   # under this many steps a run underfits before it overfits: augmentation is cut to mirroring (see `augmentation`)
+
+def augmentation(fp: dict,
+                 steps: int | None = None   # the steps the budget buys here (None: not measured, the full preset)
+                ) -> Decision:
+    "nnU-Net's kind of augmentation, in medlab's names: rotation and scaling, gamma, noise, blur, mirroring on every axis (RGB: colour jitter too); mirroring alone for a short run."
     axes = list(range(fp['dimension']))
     preset = {'affine': {'degrees': 15, 'scales': 0.2, 'probability': 0.2}, 'gamma': {'log_gamma': [-0.35, 0.4], 'probability': 0.3},
               'noise': {'std': 0.1, 'probability': 0.1}, 'blur': {'std': [0.5, 1.0], 'probability': 0.2},
@@ -170,6 +174,10 @@ def augmentation(fp: dict) -> Decision:
                                   'probability': 0.3}}
     why = ("nnU-Net's kind: rotation/scaling, gamma, noise, blur, mirroring on every axis" if not fp['channels'][0]['rgb'] else
            'slides: mirroring and quarter turns (no orientation), rotation/scaling, mild colour jitter (stain variation)')
+    if steps is not None and steps < LIGHT_STEPS:   # nnU-Net's preset regularises 250,000 steps; a short run needs the signal
+        preset = {k: v for k, v in preset.items() if k in ('flip', 'rotate_90', 'colorjitter')}
+        why = (f'{steps} steps here: a short run underfits before it overfits, so {", ".join(preset)} only (under {LIGHT_STEPS} '
+               'steps; rotation/scaling, gamma, noise and blur pay off in longer runs)')
     return Decision('data_augmentation', preset, why)
 
 def schedule(minutes: float) -> list[Decision]:
@@ -310,6 +318,7 @@ def fitted_decisions(fp: dict, minutes: float, gpu: bool, folds: int,
                                 1 / folds if folds > 1 else 0.2)
         if expected['steps'] >= MIN_STEPS: break
         tried.append(f"{filters} filters and a {'x'.join(map(str, config.patch_size))} patch buy {expected['steps']} steps")
+    decisions = [augmentation(fp, expected['steps']) if d.key == 'data_augmentation' else d for d in decisions]
     fits = expected['steps'] >= MIN_STEPS
     if shown := tried if fits else tried[:-1]:
         note = (f"; made smaller to fit the minutes: {', '.join(shown)} here in {minutes / folds:g} minutes ({MIN_STEPS} wanted)"
