@@ -22,8 +22,9 @@ Runs (each one `medlab.train` in this process, --threads torch threads, 1 by def
   (`data_preprocessing: {normalize: }`), flips on every axis only, `dcce`, Adam lr 1e-3 (constant), patch 64x64x32, batch 2,
   medlab's other defaults (8 patches a subject, label sampler, patience 10 as in the planned YAML).
 - retrained ablations (the planned YAML with one part switched off, --ablation-minutes): `no_deep_supervision`,
-  `flip_only_augmentation` (the default's flips instead of the preset), `per_image_zscore` (the default's normalisation
-  instead of the planned one); inference-only ablations of the planned run (no retraining): `no_tta` (`p.mirror_axes = ()`),
+  `flip_only_augmentation` (the default's flips instead of the preset) or, when the plan already chose mirroring only
+  (a short budget), `full_augmentation` (the plan's whole preset instead), `per_image_zscore` (the default's normalisation
+  instead of the planned one); --ablation-epochs N trains each for N epochs instead (equal work, whatever the load); inference-only ablations of the planned run (no retraining): `no_tta` (`p.mirror_axes = ()`),
   `no_postprocessing` (`p.largest_component = []`). An ablation that would equal the planned run is reported as skipped.
 In every run `export.enabled` is false (the OpenVINO export after training changes no prediction; it only costs time).
 Both configs split train.csv into training and validation themselves (the same seeded split).
@@ -55,6 +56,7 @@ import medlab
 from medlab.core.config import InferenceConfig, ModelConfig
 from medlab.datasets.io import read_image, to_array
 from medlab.engine.postprocessing import class_dice
+from medlab.workflows.plan import augmentation
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / '_work' / 'plan_quality'
@@ -228,6 +230,9 @@ def ablations(planned: dict) -> dict[str, tuple[dict | None, str]]:
     aug = planned.get('data_augmentation') or {}
     out['flip_only_augmentation'] = ((None, 'skipped: the plan already flips only') if aug == FLIPS else
                                      ({**planned, 'data_augmentation': dict(FLIPS)}, f'data_augmentation: flips only (not {sorted(aug)})'))
+    full = augmentation({'dimension': planned['model']['dimension'], 'channels': [{'rgb': False}]}).value   # the plan's whole preset
+    out['full_augmentation'] = ((None, 'skipped: the plan already has the whole preset') if aug == full else
+                                ({**planned, 'data_augmentation': full}, f'data_augmentation: the whole preset {sorted(full)} (not {sorted(aug)})'))
     pre = planned.get('data_preprocessing') or {}
     kept = {k: v for k, v in pre.items() if not k.startswith(INTENSITY_KEYS)}
     zscore = {**kept, 'normalize': None}
@@ -310,7 +315,7 @@ def main():
                     "budget): the planned run's epochs give an equal-work ablation that another job's load cannot change")
     ap.add_argument('--plan-yaml', default=None, help="reuse this planned YAML (an earlier run's) instead of planning again: "
                     'planning times the network here, so a busy machine could plan another one')
-    ap.add_argument('--only', default=None, help='comma-separated runs: planned, default, no_deep_supervision, flip_only_augmentation, '
+    ap.add_argument('--only', default=None, help='comma-separated runs: planned, default, no_deep_supervision, flip_only_augmentation, full_augmentation, '
                     'per_image_zscore, no_tta, no_postprocessing (default: all)')
     ap.add_argument('--quick', action='store_true', help='smoke run: 8+4 subjects of 32x32x32, 0.5-minute budgets')
     ap.add_argument('--threads', type=int, default=1, help="torch's threads (1: steady on a machine shared with other jobs)")
@@ -320,7 +325,8 @@ def main():
     if args.quick: args.subjects, args.test, args.minutes = 8, 4, 0.5
     minutes = args.minutes
     ab_minutes = args.ablation_minutes if args.ablation_minutes is not None else minutes
-    every = ['planned', 'default', 'no_deep_supervision', 'flip_only_augmentation', 'per_image_zscore', 'no_tta', 'no_postprocessing']
+    every = ['planned', 'default', 'no_deep_supervision', 'flip_only_augmentation', 'full_augmentation', 'per_image_zscore', 'no_tta',
+             'no_postprocessing']
     only = every if not args.only else [s.strip() for s in args.only.split(',')]
     if unknown := set(only) - set(every): ap.error(f"--only: unknown run(s) {sorted(unknown)}; choose from {', '.join(every)}")
     missing = [k for k, fields in [('model.deep_supervision', ModelConfig.model_fields), ('inference_mechanism.mirror_axes', InferenceConfig.model_fields),
