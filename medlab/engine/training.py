@@ -251,13 +251,18 @@ def train_step(self: Trainer, batch: dict) -> float:
 @patch
 def validation_step(self: Trainer, subject: Subject, metrics: list) -> tuple[float, torch.Tensor, torch.Tensor]:
     "Loss, logits and decision for one whole subject (on the pre-processed grid); updates `metrics`."
+    target, logits, decided = self.predicted(subject)
+    self.task.update(metrics, decided, target, self.task.probabilities(logits.float()))
+    return float(self.loss_fn(logits, self.task.loss_target(target))), logits, decided
+
+@patch
+def predicted(self: Trainer, subject: Subject) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "The true map (1, 1, ...), logits and decision of one whole subject on the pre-processed grid, as the predictor gives them."
     data = self.predictor.reader(subject)
     if 'grid' in data: self.grid_of[subject.subject_id] = data['grid']
     target = torch.as_tensor(data['label'])[None].to(self.device, self.queue.label_dtype)
     logits = self.predictor.logits(torch.as_tensor(data['image'])[None])
-    decided = self.predictor.decide(logits)
-    self.task.update(metrics, decided, target, self.task.probabilities(logits.float()))
-    return float(self.loss_fn(logits, self.task.loss_target(target))), logits, decided
+    return target, logits, self.predictor.decide(logits)
 
 # %% ../../nbs/11_training.ipynb #5f6ef8fe
 def _scores(metrics: list) -> dict:
@@ -509,9 +514,8 @@ def choose_postprocessing(self: Trainer, epoch: int | None = None   # the epoch 
     self.predictor.largest_component = []
     pairs = []
     for s in progress_bar(self.split.validation, desc='choose post-processing', leave=False):
-        data = self.predictor.reader(s)
-        decided = self.predictor.decide(self.predictor.logits(torch.as_tensor(data['image'])[None]))
-        pairs.append((decided[0].cpu(), torch.as_tensor(data['label'])))
+        target, _, decided = self.predicted(s)   # the validation step's own reading, mirrored now
+        pairs.append((decided[0].cpu(), target[0].cpu()))
     choice = choose_largest_component(pairs, list(range(1, self.task.outputs)))
     write_postprocessing(self.run, choice, 'best', epoch)
     self.run.log_event('postprocessing', **choice)

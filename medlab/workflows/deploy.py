@@ -210,7 +210,8 @@ def _inference_json(predictor: Predictor) -> tuple[dict, dict]:
         'network': '$@network_def.to(@device).eval()',
         # test-time mirroring as medlab's `Predictor.forward`: the mean over every mirrored copy, each flipped back
         'mirror_dims': [[2 + a for a in axes] for axes in mirrors(predictor.mirror_axes)],
-        'mirrored': '$lambda x, net=@network, dims=@mirror_dims: sum(net(x.flip(d)).flip(d) for d in dims) / len(dims)',
+        'mirrored': ('$lambda x, net=@network, dims=@mirror_dims: sum(net(x.flip(d)).flip(d) for d in dims) / len(dims)'
+                     if predictor.mirror_axes else '@network'),   # no copies of each window when nothing is mirrored
         'preprocessing': {'_target_': 'Compose', 'transforms': [
             {'_target_': 'LoadImaged', 'keys': 'image', 'reader': 'NibabelReader', 'image_only': False},
             {'_target_': 'EnsureChannelFirstd', 'keys': 'image'},
